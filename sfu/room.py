@@ -1,0 +1,508 @@
+"""Rooms, sessions and their peer connections: the asyncio shell around the forwarding cores.
+
+Ownership: Sfu → Room → Session → (publisher PC → Producers, subscriber PC → Consumers).
+Every fan-out edge is a Consumer in ``Producer.consumers``; removing a session removes its
+producers' consumers everywhere and renegotiates the subscribers that had them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from sfu.adapters.aiortc_adapter import (
+    ForwardingReceiver,
+    IceServer,
+    RTCRtpTransceiver,
+    add_forwarding_transceiver,
+    adopt_receiver,
+    new_peer_connection,
+    restrict_answer_codec,
+    retire_transceiver,
+    reusable_transceiver,
+    reuse_transceiver,
+    set_sink,
+    transceiver_of_receiver,
+)
+from sfu.consumer import Consumer
+from sfu.errors import SfuError
+from sfu.producer import Producer
+from sfu.vocabulary import MediaKind
+
+log = logging.getLogger("consilium.sfu")
+
+# A subscriber that does not answer an offer in this time is considered gone.
+ANSWER_TIMEOUT_S = 20.0
+MAX_TRACKS_PER_KIND = 1
+
+
+class SessionLink(Protocol):
+    """How the SFU talks back to one participant (implemented by the signaling layer)."""
+
+    async def send(self, message: dict[str, Any]) -> None: ...
+
+    async def close(self, reason: str) -> None: ...
+
+
+@dataclass
+class SfuSettings:
+    ice_servers: list[IceServer] = field(default_factory=list)
+    max_participants: int = 8
+
+
+@dataclass
+class _Retire:
+    consumer: Consumer
+    transceiver: RTCRtpTransceiver
+
+
+class Session:
+    """One participant's presence in a room."""
+
+    def __init__(
+        self,
+        room: Room,
+        identity: str,
+        name: str,
+        role: str,
+        *,
+        can_publish: bool,
+        can_subscribe: bool,
+        link: SessionLink,
+    ) -> None:
+        self.room = room
+        self.identity = identity
+        self.name = name
+        self.role = role
+        self.can_publish = can_publish
+        self.can_subscribe = can_subscribe
+        self.link = link
+        self.joined_at = time.time()
+        self.audio_muted = False
+        self.video_muted = False
+        self.publisher_pc: RTCPeerConnection | None = None
+        self.subscriber_pc: RTCPeerConnection | None = None
+        self.producers: dict[str, Producer] = {}
+        self.consumers: dict[str, Consumer] = {}  # producer id → consumer
+        self._transceivers: dict[str, RTCRtpTransceiver] = {}  # producer id → m-line
+        self._pending_add: list[Producer] = []
+        self._pending_retire: list[_Retire] = []
+        self._negotiation: asyncio.Task[None] | None = None
+        self._answer: asyncio.Future[str] | None = None
+        self._renegotiate = False
+        self._publish_lock = asyncio.Lock()
+        self.closed = False
+
+    # ------------------------------------------------------------------ description
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.identity,
+            "name": self.name,
+            "role": self.role,
+            "audioMuted": self.audio_muted,
+            "videoMuted": self.video_muted,
+            "publishing": sorted({str(p.kind) for p in self.producers.values()}),
+            "joinedAt": int(self.joined_at),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "producers": [
+                {
+                    "id": p.id,
+                    "kind": str(p.kind),
+                    "codec": p.codec.name,
+                    "packets": p.packets,
+                    "keyframes": p.keyframes_seen,
+                    "keyframeRequestsSent": p.keyframes.sent,
+                    "consumers": len(p.consumers),
+                }
+                for p in self.producers.values()
+            ],
+            "consumers": [c.stats() for c in self.consumers.values()],
+        }
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, offer_sdp: str) -> str:
+        if not self.can_publish:
+            raise SfuError("forbidden", "your role may not publish media")
+        _check_publish_offer(offer_sdp)
+        async with self._publish_lock:
+            if self.closed:
+                raise SfuError("negotiation-failed", "session closed")
+            created = self.publisher_pc is None
+            if self.publisher_pc is None:
+                self.publisher_pc = self.room.sfu.new_peer_connection()
+            pc = self.publisher_pc
+            adopted: list[ForwardingReceiver] = []
+
+            @pc.on("track")
+            def on_track(track: Any) -> None:
+                for t in pc.getTransceivers():
+                    if t.receiver.track is track:
+                        adopted.append(adopt_receiver(t.receiver))
+
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+                new_producers: list[Producer] = []
+                for receiver in adopted:
+                    transceiver = transceiver_of_receiver(pc, receiver)
+                    codec = restrict_answer_codec(transceiver)
+                    if codec is None:
+                        raise SfuError("bad-sdp", f"no usable {transceiver.kind} codec offered")
+                    producer = Producer(
+                        producer_id=f"{self.identity}:{transceiver.kind}:{transceiver.mid}",
+                        owner_id=self.identity,
+                        kind=MediaKind(transceiver.kind),
+                        codec=codec,
+                        receiver=receiver,
+                    )
+                    set_sink(receiver, producer)
+                    new_producers.append(producer)
+                answer = await pc.createAnswer()
+                await pc.setLocalDescription(answer)
+            except SfuError:
+                if created:
+                    await self._close_publisher()
+                raise
+            except Exception as exc:  # aiortc raises many types on hostile SDP
+                log.info("publish from %s refused: %r", self.identity, exc)
+                if created:
+                    await self._close_publisher()
+                raise SfuError("bad-sdp", f"the offer could not be applied: {exc}") from exc
+            finally:
+                pc.remove_listener("track", on_track)
+            for producer in new_producers:
+                self.producers[producer.id] = producer
+            if new_producers:
+                await self.room.on_producers_added(self, new_producers)
+            return str(pc.localDescription.sdp)
+
+    async def _close_publisher(self) -> None:
+        pc, self.publisher_pc = self.publisher_pc, None
+        if pc is not None:
+            await pc.close()
+
+    # ------------------------------------------------------------------ subscribing
+
+    def subscribe_to(self, producers: Iterable[Producer]) -> None:
+        if not self.can_subscribe or self.closed:
+            return
+        self._pending_add.extend(producers)
+        self._request_negotiation()
+
+    def unsubscribe_from(self, producers: Iterable[Producer]) -> None:
+        for producer in producers:
+            if producer in self._pending_add:
+                self._pending_add.remove(producer)
+            consumer = self.consumers.pop(producer.id, None)
+            transceiver = self._transceivers.pop(producer.id, None)
+            if consumer is None:
+                continue
+            consumer.closed = True
+            if consumer in producer.consumers:
+                producer.consumers.remove(consumer)
+            if transceiver is not None:
+                self._pending_retire.append(_Retire(consumer, transceiver))
+        if self._pending_retire:
+            self._request_negotiation()
+
+    def _request_negotiation(self) -> None:
+        self._renegotiate = True
+        if self._negotiation is None or self._negotiation.done():
+            self._negotiation = asyncio.ensure_future(self._negotiate())
+
+    async def _negotiate(self) -> None:
+        try:
+            while self._renegotiate and not self.closed:
+                self._renegotiate = False
+                if not await self._negotiate_once():
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("negotiation with %s failed: %r", self.identity, exc)
+            await self.room.remove(self, "negotiation-failed", notify_code="negotiation-failed")
+
+    async def _negotiate_once(self) -> bool:
+        adds, self._pending_add = self._pending_add, []
+        retires, self._pending_retire = self._pending_retire, []
+        adds = [p for p in adds if p.id not in self.consumers and p in self.room.live_producers()]
+        if not adds and not retires:
+            return True
+        if self.subscriber_pc is None:
+            if not adds:
+                return True
+            self.subscriber_pc = self.room.sfu.new_peer_connection()
+        pc = self.subscriber_pc
+        for retire in retires:
+            retire_transceiver(retire.transceiver)
+        in_use = set(self._transceivers.values())
+        for producer in adds:
+            kind = str(producer.kind)
+            reusable = reusable_transceiver(pc, kind, producer.codec, in_use)
+            if reusable is not None:
+                transceiver = reusable
+                sender = reuse_transceiver(
+                    transceiver, None, stream_id=producer.owner_id, track_id=producer.id
+                )
+            else:
+                transceiver, sender = add_forwarding_transceiver(
+                    pc, kind, producer.codec, None, stream_id=producer.owner_id, track_id=producer.id
+                )
+            in_use.add(transceiver)
+            consumer = Consumer(producer, self.identity, sender)
+            sender._feedback = consumer
+            self.consumers[producer.id] = consumer
+            self._transceivers[producer.id] = transceiver
+            producer.consumers.append(consumer)
+        offer = await pc.createOffer()
+        await pc.setLocalDescription(offer)
+        tracks = []
+        for producer_id, transceiver in self._transceivers.items():
+            consumer = self.consumers[producer_id]
+            consumer.mid = transceiver.mid
+            owner = self.room.sessions.get(consumer.producer.owner_id)
+            tracks.append(
+                {
+                    "mid": transceiver.mid,
+                    "participantId": consumer.producer.owner_id,
+                    "kind": str(consumer.producer.kind),
+                    "name": owner.name if owner else "",
+                    "role": owner.role if owner else "",
+                }
+            )
+        self._answer = asyncio.get_running_loop().create_future()
+        await self.link.send(
+            {"type": "subscribe-offer", "sdp": pc.localDescription.sdp, "tracks": tracks}
+        )
+        try:
+            answer_sdp = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
+        except TimeoutError:
+            await self.room.remove(self, "no answer to subscribe-offer", notify_code="negotiation-failed")
+            return False
+        finally:
+            self._answer = None
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        except Exception as exc:
+            await self.room.remove(self, f"bad subscribe-answer: {exc}", notify_code="bad-sdp")
+            return False
+        # A new consumer's first forwarded video must be a keyframe: ask now, not on first drop.
+        now_ms = int(time.monotonic() * 1000)
+        for producer in adds:
+            producer.request_keyframe(now_ms)
+        return True
+
+    def accept_answer(self, answer_sdp: str) -> None:
+        if self._answer is None or self._answer.done():
+            raise SfuError("negotiation-failed", "no subscribe-offer is waiting for an answer")
+        self._answer.set_result(answer_sdp)
+
+    # ------------------------------------------------------------------ teardown
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        task = self._negotiation
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for consumer in self.consumers.values():
+            consumer.closed = True
+            if consumer in consumer.producer.consumers:
+                consumer.producer.consumers.remove(consumer)
+        self.consumers.clear()
+        self._transceivers.clear()
+        self._pending_add.clear()
+        self._pending_retire.clear()
+        for pc in (self.publisher_pc, self.subscriber_pc):
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()
+        self.publisher_pc = None
+        self.subscriber_pc = None
+
+
+def _check_publish_offer(sdp: str) -> None:
+    counts = {"audio": 0, "video": 0}
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            kind = line[2:].split(" ", 1)[0]
+            if kind not in counts:
+                raise SfuError("bad-sdp", f"m={kind} sections are not accepted on the publish connection")
+            counts[kind] += 1
+    if sum(counts.values()) == 0:
+        raise SfuError("bad-sdp", "the offer has no audio or video section")
+    for kind, n in counts.items():
+        if n > MAX_TRACKS_PER_KIND:
+            raise SfuError("bad-sdp", f"at most {MAX_TRACKS_PER_KIND} {kind} track may be published")
+
+
+class Room:
+    def __init__(self, sfu: Sfu, room_id: str, max_participants: int) -> None:
+        self.sfu = sfu
+        self.id = room_id
+        self.max_participants = max_participants
+        self.created_at = time.time()
+        self.sessions: dict[str, Session] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "participants": len(self.sessions),
+            "maxParticipants": self.max_participants,
+            "createdAt": int(self.created_at),
+        }
+
+    def live_producers(self) -> list[Producer]:
+        return [p for s in self.sessions.values() for p in s.producers.values()]
+
+    async def join(
+        self,
+        identity: str,
+        name: str,
+        role: str,
+        *,
+        can_publish: bool,
+        can_subscribe: bool,
+        link: SessionLink,
+    ) -> Session:
+        previous = self.sessions.get(identity)
+        if previous is None and len(self.sessions) >= self.max_participants:
+            raise SfuError("room-full", f"room {self.id} is full ({self.max_participants} participants)")
+        if previous is not None:
+            # The same person reconnecting (new tab, phone switched network) replaces the old session.
+            await self.remove(previous, "duplicate-identity", notify_reason="duplicate-identity")
+        session = Session(
+            self,
+            identity,
+            name,
+            role,
+            can_publish=can_publish,
+            can_subscribe=can_subscribe,
+            link=link,
+        )
+        self.sessions[identity] = session
+        others = [s for s in self.sessions.values() if s is not session]
+        await _broadcast(others, {"type": "participant-joined", "participant": session.describe()})
+        session.subscribe_to(self.live_producers())
+        return session
+
+    async def on_producers_added(self, owner: Session, producers: list[Producer]) -> None:
+        for session in list(self.sessions.values()):
+            if session is not owner:
+                session.subscribe_to(producers)
+        await _broadcast(
+            [s for s in self.sessions.values() if s is not owner],
+            {"type": "participant-updated", "participant": owner.describe()},
+        )
+
+    async def set_muted(self, session: Session, kind: str, muted: bool) -> None:
+        if kind == "audio":
+            session.audio_muted = muted
+        else:
+            session.video_muted = muted
+        await _broadcast(
+            list(self.sessions.values()),
+            {"type": "participant-updated", "participant": session.describe()},
+        )
+
+    async def remove(
+        self,
+        session: Session,
+        reason: str,
+        *,
+        notify_reason: str | None = None,
+        notify_code: str | None = None,
+    ) -> None:
+        """Take a session out of the room; tell it why when the removal was not its own choice."""
+        if self.sessions.get(session.identity) is not session:
+            await session.close()
+            return
+        del self.sessions[session.identity]
+        producers = list(session.producers.values())
+        await session.close()
+        for other in self.sessions.values():
+            other.unsubscribe_from(producers)
+        if notify_code is not None:
+            with contextlib.suppress(Exception):
+                await session.link.send(
+                    {"type": "error", "code": notify_code, "message": reason, "fatal": True}
+                )
+            with contextlib.suppress(Exception):
+                await session.link.close(notify_code)
+        elif notify_reason is not None:
+            with contextlib.suppress(Exception):
+                await session.link.send({"type": "removed", "reason": notify_reason})
+            with contextlib.suppress(Exception):
+                await session.link.close(notify_reason)
+        await _broadcast(
+            list(self.sessions.values()),
+            {"type": "participant-left", "participantId": session.identity, "reason": notify_reason or notify_code or reason},
+        )
+        if not self.sessions and not self.sfu.keeps_empty_room(self):
+            self.sfu.rooms.pop(self.id, None)
+
+
+async def _broadcast(sessions: Iterable[Session], message: dict[str, Any]) -> None:
+    for session in sessions:
+        with contextlib.suppress(Exception):
+            await session.link.send(message)
+
+
+class Sfu:
+    """Registry of rooms for this process."""
+
+    def __init__(self, settings: SfuSettings) -> None:
+        self.settings = settings
+        self.rooms: dict[str, Room] = {}
+        self._explicit_rooms: set[str] = set()
+
+    def new_peer_connection(self) -> RTCPeerConnection:
+        return new_peer_connection(self.settings.ice_servers)
+
+    def keeps_empty_room(self, room: Room) -> bool:
+        return room.id in self._explicit_rooms
+
+    def create_room(self, room_id: str, max_participants: int | None = None) -> Room:
+        if room_id in self.rooms:
+            raise SfuError("room-exists", f"room {room_id} already exists")
+        room = Room(self, room_id, max_participants or self.settings.max_participants)
+        self.rooms[room_id] = room
+        self._explicit_rooms.add(room_id)
+        return room
+
+    def room_for_join(self, room_id: str) -> Room:
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = self.rooms[room_id] = Room(self, room_id, self.settings.max_participants)
+        return room
+
+    async def close_room(self, room_id: str, reason: str = "room-closed") -> bool:
+        room = self.rooms.get(room_id)
+        if room is None:
+            return False
+        self._explicit_rooms.discard(room_id)
+        for session in list(room.sessions.values()):
+            await room.remove(session, reason, notify_reason=reason)
+        self.rooms.pop(room_id, None)
+        return True
+
+    def participant_count(self) -> int:
+        return sum(len(r.sessions) for r in self.rooms.values())
+
+    async def close(self) -> None:
+        for room_id in list(self.rooms):
+            await self.close_room(room_id, "server-shutdown")

@@ -1,0 +1,437 @@
+"""The aiohttp application: web client, WebSocket signaling, REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from sfu.adapters.aiortc_adapter import configure_ice_hosts
+from sfu.errors import SfuError
+from sfu.room import Session, Sfu, SfuSettings
+from signaling.auth import (
+    Grant,
+    Permission,
+    Role,
+    TokenAuthority,
+    TokenError,
+    check_api_key,
+    generate_secret,
+    new_identity,
+)
+from signaling.config import Settings
+from signaling.messages import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    Join,
+    Leave,
+    Mute,
+    Ping,
+    ProtocolError,
+    Publish,
+    SubscribeAnswer,
+    error_message,
+    parse_client_message,
+    validate_sdp,
+)
+
+log = logging.getLogger("consilium.signaling")
+
+STATIC_DIR = Path(__file__).parent / "static"
+ROOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# aiohttp closes the socket above this; our own, friendlier limit is MAX_MESSAGE_BYTES.
+WS_HARD_LIMIT = 4 * MAX_MESSAGE_BYTES
+JOIN_TIMEOUT_S = 15.0
+
+SETTINGS = web.AppKey("settings", Settings)
+SFU = web.AppKey("sfu", Sfu)
+AUTHORITY = web.AppKey("authority", TokenAuthority)
+SOCKETS = web.AppKey("sockets", set)
+
+
+def _now_s() -> int:
+    return int(time.time())
+
+
+def api_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+# --------------------------------------------------------------------------- WebSocket
+
+
+class WsLink:
+    """SessionLink over one aiohttp WebSocket."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if not self.ws.closed:
+            await self.ws.send_json(message)
+
+    async def close(self, reason: str) -> None:
+        if not self.ws.closed:
+            await self.ws.close(code=1000, message=reason.encode()[:120])
+
+
+async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(max_msg_size=WS_HARD_LIMIT, heartbeat=20.0)
+    await ws.prepare(request)
+    app = request.app
+    app[SOCKETS].add(ws)
+    link = WsLink(ws)
+    session: Session | None = None
+    try:
+        session = await _serve_socket(app, ws, link)
+    finally:
+        app[SOCKETS].discard(ws)
+        if session is not None and not session.closed:
+            await session.room.remove(session, "disconnected")
+    return ws
+
+
+async def _serve_socket(
+    app: web.Application, ws: web.WebSocketResponse, link: WsLink
+) -> Session | None:
+    session: Session | None = None
+    async for msg in _messages(ws):
+        if msg.type == WSMsgType.ERROR:
+            break
+        raw: str | bytes = msg.data
+        try:
+            parsed = parse_client_message(raw)
+            if session is None:
+                if not isinstance(parsed, Join):
+                    raise ProtocolError("not-joined", "send a join message first")
+                session = await _join(app, parsed, link)
+                continue
+            session = await _handle(session, parsed, link)
+            if session is None:
+                break
+        except ProtocolError as exc:
+            await link.send(error_message(exc.code, exc.message))
+        except TokenError as exc:
+            await link.send(error_message(exc.code, exc.message, fatal=True))
+            await link.close(exc.code)
+            break
+        except SfuError as exc:
+            fatal = session is None
+            await link.send(error_message(exc.code, exc.message, fatal=fatal))
+            if fatal:
+                await link.close(exc.code)
+                break
+        except Exception:
+            log.exception("unexpected error handling a signaling message")
+            await link.send(error_message("internal", "the server could not handle that message"))
+        if session is not None and session.closed:
+            break
+    return session
+
+
+async def _messages(ws: web.WebSocketResponse) -> AsyncIterator[Any]:
+    """Yield text/binary frames; close sockets that never join."""
+    joined_deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while not ws.closed:
+        try:
+            timeout = max(0.1, joined_deadline - time.monotonic()) if joined_deadline else None
+            msg = await ws.receive(timeout=timeout)
+        except TimeoutError:
+            await ws.send_json(error_message("not-joined", "no join message received", fatal=True))
+            await ws.close()
+            return
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            joined_deadline = 0.0
+            yield msg
+        elif msg.type == WSMsgType.ERROR:
+            exc = ws.exception()
+            if exc is not None and "exceeds limit" in str(exc):
+                log.info("closed a socket that sent an oversized frame")
+            return
+        elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            return
+
+
+async def _join(app: web.Application, join: Join, link: WsLink) -> Session:
+    if join.version != PROTOCOL_VERSION:
+        raise ProtocolError("unsupported-version", f"this server speaks protocol {PROTOCOL_VERSION}")
+    grant = app[AUTHORITY].verify(join.token, room=join.room, now_s=_now_s())
+    room = app[SFU].room_for_join(grant.room)
+    session = await room.join(
+        grant.identity,
+        grant.name,
+        str(grant.role),
+        can_publish=grant.can(Permission.PUBLISH),
+        can_subscribe=grant.can(Permission.SUBSCRIBE),
+        link=link,
+    )
+    await link.send(
+        {
+            "type": "joined",
+            "version": PROTOCOL_VERSION,
+            "room": room.id,
+            "self": {**session.describe(), "permissions": sorted(str(p) for p in grant.permissions)},
+            "participants": [s.describe() for s in room.sessions.values() if s is not session],
+            "iceServers": [s.as_dict() for s in app[SETTINGS].ice_servers],
+            "maxMessageBytes": MAX_MESSAGE_BYTES,
+        }
+    )
+    return session
+
+
+async def _handle(session: Session, message: Any, link: WsLink) -> Session | None:
+    if isinstance(message, Join):
+        raise ProtocolError("already-joined", "this socket has already joined")
+    if isinstance(message, Publish):
+        validate_sdp(message.sdp)
+        answer = await session.publish(message.sdp)
+        await link.send({"type": "publish-answer", "sdp": answer})
+    elif isinstance(message, SubscribeAnswer):
+        validate_sdp(message.sdp)
+        session.accept_answer(message.sdp)
+    elif isinstance(message, Mute):
+        await session.room.set_muted(session, message.kind, message.muted)
+    elif isinstance(message, Ping):
+        await link.send({"type": "pong"})
+    elif isinstance(message, Leave):
+        await session.room.remove(session, "left")
+        await link.close("left")
+        return None
+    return session
+
+
+# --------------------------------------------------------------------------- REST
+
+
+def _authorize(request: web.Request, room_id: str | None = None) -> web.Response | None:
+    """None when allowed; otherwise the error response to return."""
+    settings = request.app[SETTINGS]
+    header = request.headers.get("Authorization")
+    if settings.api_key is None and settings.dev_mode:
+        return None
+    if settings.api_key is not None and check_api_key(header, settings.api_key):
+        return None
+    if room_id is not None and header and header.startswith("Bearer "):
+        try:
+            grant = request.app[AUTHORITY].verify(header[7:], room=room_id, now_s=_now_s())
+        except TokenError as exc:
+            return api_error(401, exc.code, exc.message)
+        if grant.can(Permission.ADMIN):
+            return None
+        return api_error(403, "forbidden", "this token has no admin permission")
+    return api_error(401, "unauthorized", "send Authorization: Bearer <api key>")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    sfu = request.app[SFU]
+    return web.json_response(
+        {"status": "ok", "rooms": len(sfu.rooms), "participants": sfu.participant_count()}
+    )
+
+
+async def list_rooms(request: web.Request) -> web.Response:
+    if (denied := _authorize(request)) is not None:
+        return denied
+    return web.json_response({"rooms": [r.describe() for r in request.app[SFU].rooms.values()]})
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_MESSAGE_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_MESSAGE_BYTES, actual_size=request.content_length)
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError as exc:
+        raise ProtocolError("bad-json", "the request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise ProtocolError("bad-json", "the request body must be a JSON object")
+    return body
+
+
+async def create_room(request: web.Request) -> web.Response:
+    if (denied := _authorize(request)) is not None:
+        return denied
+    try:
+        body = await _json_body(request)
+    except ProtocolError as exc:
+        return api_error(400, exc.code, exc.message)
+    room_id = body.get("id") or new_identity()
+    max_participants = body.get("maxParticipants")
+    if not isinstance(room_id, str) or not ROOM_ID.match(room_id):
+        return api_error(400, "bad-field", "id must match [A-Za-z0-9_-]{1,64}")
+    if max_participants is not None and (
+        not isinstance(max_participants, int) or isinstance(max_participants, bool) or not 1 <= max_participants <= 100
+    ):
+        return api_error(400, "bad-field", "maxParticipants must be an integer from 1 to 100")
+    try:
+        room = request.app[SFU].create_room(room_id, max_participants)
+    except SfuError as exc:
+        return api_error(409, exc.code, exc.message)
+    return web.json_response(room.describe(), status=201)
+
+
+def _room_or_404(request: web.Request) -> Any:
+    room = request.app[SFU].rooms.get(request.match_info["room"])
+    if room is None:
+        return api_error(404, "room-not-found", f"no room {request.match_info['room']!r}")
+    return room
+
+
+async def get_room(request: web.Request) -> web.Response:
+    if (denied := _authorize(request, request.match_info["room"])) is not None:
+        return denied
+    room = _room_or_404(request)
+    return room if isinstance(room, web.Response) else web.json_response(room.describe())
+
+
+async def delete_room(request: web.Request) -> web.Response:
+    if (denied := _authorize(request)) is not None:
+        return denied
+    if not await request.app[SFU].close_room(request.match_info["room"]):
+        return api_error(404, "room-not-found", f"no room {request.match_info['room']!r}")
+    return web.Response(status=204)
+
+
+async def list_participants(request: web.Request) -> web.Response:
+    if (denied := _authorize(request, request.match_info["room"])) is not None:
+        return denied
+    room = _room_or_404(request)
+    if isinstance(room, web.Response):
+        return room
+    return web.json_response({"participants": [s.describe() for s in room.sessions.values()]})
+
+
+async def participant_stats(request: web.Request) -> web.Response:
+    if (denied := _authorize(request, request.match_info["room"])) is not None:
+        return denied
+    room = _room_or_404(request)
+    if isinstance(room, web.Response):
+        return room
+    session = room.sessions.get(request.match_info["identity"])
+    if session is None:
+        return api_error(404, "participant-not-found", "no such participant in this room")
+    return web.json_response(session.stats())
+
+
+async def remove_participant(request: web.Request) -> web.Response:
+    if (denied := _authorize(request, request.match_info["room"])) is not None:
+        return denied
+    room = _room_or_404(request)
+    if isinstance(room, web.Response):
+        return room
+    session = room.sessions.get(request.match_info["identity"])
+    if session is None:
+        return api_error(404, "participant-not-found", "no such participant in this room")
+    await room.remove(session, "removed-by-host", notify_reason="removed-by-host")
+    return web.Response(status=204)
+
+
+def _mint(request: web.Request, body: dict[str, Any]) -> web.Response:
+    authority = request.app[AUTHORITY]
+    room = body.get("room")
+    name = body.get("name")
+    role = body.get("role", "specialist")
+    identity = body.get("identity") or new_identity()
+    ttl = body.get("ttlSeconds")
+    permissions = body.get("permissions")
+    if not isinstance(room, str) or not isinstance(name, str) or not isinstance(role, str):
+        return api_error(400, "bad-field", "room, name and role must be strings")
+    if not isinstance(identity, str):
+        return api_error(400, "bad-field", "identity must be a string")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 7 * 86400):
+        return api_error(400, "bad-field", "ttlSeconds must be an integer from 1 to 604800")
+    if permissions is not None and (
+        not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions)
+    ):
+        return api_error(400, "bad-field", "permissions must be a list of strings")
+    now = _now_s()
+    try:
+        token = authority.mint(
+            room=room,
+            identity=identity,
+            name=name,
+            role=role,
+            permissions=permissions,
+            ttl_s=ttl,
+            now_s=now,
+        )
+    except ValueError as exc:
+        return api_error(400, "bad-field", str(exc))
+    grant: Grant = authority.verify(token, room=room, now_s=now)
+    return web.json_response(
+        {"token": token, "identity": identity, "expiresAt": grant.expires_at, "url": f"/?token={token}"},
+        status=201,
+    )
+
+
+async def mint_token(request: web.Request) -> web.Response:
+    if (denied := _authorize(request)) is not None:
+        return denied
+    try:
+        body = await _json_body(request)
+    except ProtocolError as exc:
+        return api_error(400, exc.code, exc.message)
+    return _mint(request, body)
+
+
+async def dev_token(request: web.Request) -> web.Response:
+    if not request.app[SETTINGS].dev_mode:
+        return api_error(404, "not-found", "development tokens are off: this server needs invitation links")
+    q = request.query
+    body = {"room": q.get("room", "demo"), "name": q.get("name", "Guest"), "role": q.get("role", "host")}
+    return _mint(request, body)
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+# --------------------------------------------------------------------------- app
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    response: web.StreamResponse = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")  # tokens live in page URLs
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    return response
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[security_headers], client_max_size=MAX_MESSAGE_BYTES)
+    app[SETTINGS] = settings
+    app[AUTHORITY] = TokenAuthority(settings.secret or generate_secret(), default_ttl_s=settings.token_ttl_s)
+    app[SFU] = Sfu(SfuSettings(ice_servers=settings.ice_servers, max_participants=settings.max_participants))
+    app[SOCKETS] = set()
+    configure_ice_hosts(settings.ice_hosts)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        yield
+        for ws in list(app[SOCKETS]):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001, message=b"server shutdown")
+        await app[SFU].close()
+        await asyncio.sleep(0)
+
+    app.cleanup_ctx.append(lifetime)
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/api/rooms", list_rooms)
+    app.router.add_post("/api/rooms", create_room)
+    app.router.add_get("/api/rooms/{room}", get_room)
+    app.router.add_delete("/api/rooms/{room}", delete_room)
+    app.router.add_get("/api/rooms/{room}/participants", list_participants)
+    app.router.add_get("/api/rooms/{room}/participants/{identity}/stats", participant_stats)
+    app.router.add_delete("/api/rooms/{room}/participants/{identity}", remove_participant)
+    app.router.add_post("/api/tokens", mint_token)
+    app.router.add_get("/api/dev-token", dev_token)
+    app.router.add_static("/static", STATIC_DIR, show_index=False)
+    return app

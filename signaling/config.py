@@ -1,0 +1,109 @@
+"""Server settings from command-line flags and CONSILIUM_* environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from sfu.adapters.aiortc_adapter import IceServer
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # None: every interface address plus loopback. A list restricts ICE to those addresses.
+    ice_hosts: list[str] | None = None
+    ice_servers: list[IceServer] = field(default_factory=list)
+    secret: str | None = None
+    api_key: str | None = None
+    max_participants: int = 8
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    token_ttl_s: int = 3600
+
+    @property
+    def dev_mode(self) -> bool:
+        """No secret configured: the server mints development tokens for the web page."""
+        return self.secret is None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+
+def parse_turn_url(value: str) -> IceServer:
+    """``turn:user:pass@host:3478?transport=udp`` → an ICE server entry with credentials."""
+    scheme, _, rest = value.partition(":")
+    if scheme not in ("turn", "turns", "stun"):
+        raise ValueError(f"unsupported ICE server URL {value!r} (expected turn:, turns: or stun:)")
+    username = credential = None
+    if "@" in rest:
+        userinfo, rest = rest.rsplit("@", 1)
+        username, _, credential = userinfo.partition(":")
+    if not urlsplit(f"//{rest.split('?', 1)[0]}").hostname:
+        raise ValueError(f"ICE server URL {value!r} has no host")
+    return IceServer(urls=[f"{scheme}:{rest}"], username=username, credential=credential)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="consilium", description="Consilium consultation SFU")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the signaling service and SFU")
+    serve.add_argument("--host", help="HTTP listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP listen port (default 8080)")
+    serve.add_argument(
+        "--ice-host",
+        action="append",
+        dest="ice_hosts",
+        metavar="ADDR",
+        help="address to gather ICE host candidates on (repeatable; default: all, loopback included)",
+    )
+    serve.add_argument(
+        "--turn-server",
+        action="append",
+        dest="turn_servers",
+        metavar="URL",
+        help="TURN/STUN server for clients and the SFU, e.g. turn:user:pass@turn.example:3478",
+    )
+    serve.add_argument("--secret", help="JWT signing secret; without it the server runs in dev mode")
+    serve.add_argument("--api-key", help="bearer key for the REST API")
+    serve.add_argument("--max-participants", type=int, help="per room (default 8)")
+    serve.add_argument("--tls-cert", help="PEM certificate: serve HTTPS (needed for cameras off localhost)")
+    serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> Settings:
+    """Flags win over environment variables, which win over defaults."""
+
+    def pick(flag: object, name: str) -> str | None:
+        if flag is not None:
+            return str(flag)
+        return env.get(f"CONSILIUM_{name}") or None
+
+    s = Settings()
+    s.host = pick(args.host, "HOST") or s.host
+    s.port = int(pick(args.port, "PORT") or s.port)
+    ice_hosts: Sequence[str] | None = args.ice_hosts
+    if ice_hosts is None and env.get("CONSILIUM_ICE_HOSTS"):
+        ice_hosts = [h.strip() for h in env["CONSILIUM_ICE_HOSTS"].split(",") if h.strip()]
+    s.ice_hosts = list(ice_hosts) if ice_hosts else None
+    turn: Sequence[str] = args.turn_servers or [
+        u.strip() for u in env.get("CONSILIUM_TURN_SERVERS", "").split(",") if u.strip()
+    ]
+    s.ice_servers = [parse_turn_url(u) for u in turn]
+    s.secret = pick(args.secret, "SECRET")
+    s.api_key = pick(args.api_key, "API_KEY")
+    s.max_participants = int(pick(args.max_participants, "MAX_PARTICIPANTS") or s.max_participants)
+    s.tls_cert = pick(args.tls_cert, "TLS_CERT")
+    s.tls_key = pick(args.tls_key, "TLS_KEY")
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if s.max_participants < 1:
+        raise ValueError("--max-participants must be at least 1")
+    return s

@@ -1,0 +1,327 @@
+"""WebSocket signaling protocol v1: client messages parsed into frozen values, server builders.
+
+Pure: no I/O imports. Every way a client message can be wrong ends in exactly one
+:class:`ProtocolError` whose ``code`` is a contract error code, so the WebSocket handler needs
+a single ``except ProtocolError`` and never sees a KeyError/TypeError from hostile input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeAlias
+
+from signaling.auth import is_valid_room_id
+
+__all__ = [
+    "ERROR_CODES",
+    "MAX_MEDIA_SECTIONS",
+    "MAX_MESSAGE_BYTES",
+    "MAX_SDP_BYTES",
+    "MAX_SUBSCRIBE_MEDIA_SECTIONS",
+    "PROTOCOL_VERSION",
+    "ClientMessage",
+    "Join",
+    "Leave",
+    "Mute",
+    "Ping",
+    "ProtocolError",
+    "Publish",
+    "SubscribeAnswer",
+    "error_message",
+    "parse_client_message",
+    "server_message",
+    "validate_sdp",
+]
+
+PROTOCOL_VERSION: Final = 1
+MAX_MESSAGE_BYTES: Final = 65536
+MAX_SDP_BYTES: Final = 65536
+# A publisher offers audio + video (+ maybe screen share); 20 leaves room without letting a
+# client make us build hundreds of transceivers.
+MAX_MEDIA_SECTIONS: Final = 20
+# The subscribe-answer mirrors the *server's* offer, which has one m-section per remote track
+# and keeps stopped ones until they are recycled, so it may legitimately exceed 20 in bigger
+# rooms. The 64 KiB message cap still bounds it.
+MAX_SUBSCRIBE_MEDIA_SECTIONS: Final = 128
+
+# Every error code of the contract; error_message() refuses others so typos surface in tests.
+ERROR_CODES: Final = frozenset(
+    {
+        "bad-json",
+        "too-large",
+        "unknown-type",
+        "bad-field",
+        "not-joined",
+        "already-joined",
+        "unsupported-version",
+        "token-missing",
+        "token-invalid",
+        "token-expired",
+        "token-wrong-room",
+        "forbidden",
+        "room-full",
+        "bad-sdp",
+        "negotiation-failed",
+        "internal",
+    }
+)
+
+
+class ProtocolError(Exception):
+    """A client message was refused. ``code`` is a contract error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    def to_message(self, *, fatal: bool = False) -> dict[str, Any]:
+        return error_message(self.code, self.message, fatal=fatal)
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    token: str
+    version: int
+    # Optional room the page thinks it is joining; when given, the token must be for it
+    # (token-wrong-room) instead of silently landing the user in the token's room.
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeAnswer:
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    kind: Literal["audio", "video"]
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+ClientMessage: TypeAlias = Join | Publish | SubscribeAnswer | Mute | Leave | Ping
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # {"type":"ping","type":"publish"} must not mean whatever the last key says.
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ProtocolError("bad-json", f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN/Infinity are not JSON; Python's json accepts them unless told otherwise.
+    raise ProtocolError("bad-json", f"{name} is not valid JSON")
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    # "\ud800" escapes decode to unpaired surrogates that cannot be re-encoded as UTF-8 later.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _load_object(raw: str | bytes) -> dict[str, Any]:
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        data = bytes(raw)
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise ProtocolError("too-large", f"message exceeds {MAX_MESSAGE_BYTES} bytes")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("bad-json", "message is not valid UTF-8") from None
+    elif isinstance(raw, str):
+        # Each character is at least one byte, so a long string is rejected without encoding it.
+        if len(raw) > MAX_MESSAGE_BYTES or _utf8_size(raw) > MAX_MESSAGE_BYTES:
+            raise ProtocolError("too-large", f"message exceeds {MAX_MESSAGE_BYTES} bytes")
+        text = raw
+    else:
+        raise ProtocolError("bad-json", "message must be text")
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicate_keys,
+            parse_constant=_reject_constant,
+        )
+    except ProtocolError:
+        raise
+    except (ValueError, RecursionError):
+        # RecursionError: "[[[[…" nested deeper than the C scanner allows.
+        raise ProtocolError("bad-json", "message is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ProtocolError("bad-json", "message must be a JSON object")
+    return value
+
+
+def _require_str(obj: dict[str, Any], field: str) -> str:
+    value = obj.get(field)
+    if not isinstance(value, str):
+        what = "missing" if field not in obj else "not a string"
+        raise ProtocolError("bad-field", f"field {field!r} is {what}")
+    if _has_lone_surrogate(value):
+        raise ProtocolError("bad-field", f"field {field!r} is not valid Unicode")
+    return value
+
+
+def _require_bool(obj: dict[str, Any], field: str) -> bool:
+    value = obj.get(field)
+    if not isinstance(value, bool):
+        what = "missing" if field not in obj else "not a boolean"
+        raise ProtocolError("bad-field", f"field {field!r} is {what}")
+    return value
+
+
+def _require_int(obj: dict[str, Any], field: str) -> int:
+    value = obj.get(field)
+    # bool is an int subclass: "version": true is a client bug, not version 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        what = "missing" if field not in obj else "not an integer"
+        raise ProtocolError("bad-field", f"field {field!r} is {what}")
+    return value
+
+
+def _parse_join(obj: dict[str, Any]) -> Join:
+    # Version first: a future client's join may look different, and "upgrade the server/page"
+    # is the useful answer for it.
+    version = _require_int(obj, "version")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "unsupported-version",
+            f"protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}",
+        )
+    token = obj.get("token")
+    if token is None or token == "":
+        raise ProtocolError("token-missing", "join needs an access token")
+    room = obj.get("room")
+    if room is not None and not is_valid_room_id(room):
+        raise ProtocolError("bad-field", "field 'room' must match [A-Za-z0-9_-]{1,64}")
+    return Join(token=_require_str(obj, "token"), version=version, room=room)
+
+
+def _parse_mute(obj: dict[str, Any]) -> Mute:
+    kind = _require_str(obj, "kind")
+    muted = _require_bool(obj, "muted")
+    if kind == "audio":
+        return Mute(kind="audio", muted=muted)
+    if kind == "video":
+        return Mute(kind="video", muted=muted)
+    raise ProtocolError("bad-field", "field 'kind' must be 'audio' or 'video'")
+
+
+def parse_client_message(raw: str | bytes) -> ClientMessage:
+    """Parse one WebSocket message; raises :class:`ProtocolError` and nothing else.
+
+    SDP in publish / subscribe-answer is already checked with :func:`validate_sdp`. Unknown
+    extra fields are ignored so that newer clients can add optional fields.
+    """
+    obj = _load_object(raw)
+    type_ = obj.get("type")
+    if not isinstance(type_, str):
+        what = "missing" if "type" not in obj else "not a string"
+        raise ProtocolError("bad-field", f"field 'type' is {what}")
+    if type_ == "join":
+        return _parse_join(obj)
+    if type_ == "publish":
+        sdp = _require_str(obj, "sdp")
+        validate_sdp(sdp)
+        return Publish(sdp=sdp)
+    if type_ == "subscribe-answer":
+        sdp = _require_str(obj, "sdp")
+        validate_sdp(sdp, max_media_sections=MAX_SUBSCRIBE_MEDIA_SECTIONS)
+        return SubscribeAnswer(sdp=sdp)
+    if type_ == "mute":
+        return _parse_mute(obj)
+    if type_ == "leave":
+        return Leave()
+    if type_ == "ping":
+        return Ping()
+    shown = type_ if len(type_) <= 40 else type_[:40] + "…"
+    raise ProtocolError("unknown-type", f"unknown message type {shown!r}")
+
+
+# -- SDP ------------------------------------------------------------------------------------
+
+
+def _is_bad_sdp_char(ch: str) -> bool:
+    code = ord(ch)
+    if ch in "\r\n\t":
+        return False
+    # C0, DEL and C1 controls (NUL included).
+    return code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF
+
+
+def validate_sdp(sdp: str, *, max_media_sections: int = MAX_MEDIA_SECTIONS) -> None:
+    """Cheap structural checks before an SDP reaches the WebRTC stack; raises ``bad-sdp``.
+
+    This is not an SDP parser: it only keeps obviously hostile or truncated input away from one.
+    """
+    if not isinstance(sdp, str):
+        raise ProtocolError("bad-sdp", "SDP must be a string")
+    if _utf8_size(sdp) > MAX_SDP_BYTES:
+        raise ProtocolError("bad-sdp", f"SDP is larger than {MAX_SDP_BYTES} bytes")
+    if any(_is_bad_sdp_char(ch) for ch in sdp):
+        raise ProtocolError("bad-sdp", "SDP contains control characters")
+    lines = sdp.split("\n")
+    # A final line break (or a few) is normal; blank lines inside are not.
+    while lines and lines[-1] in ("", "\r"):
+        lines.pop()
+    if not lines or lines[0].removesuffix("\r") != "v=0":
+        raise ProtocolError("bad-sdp", "SDP must start with 'v=0'")
+    media_sections = 0
+    for number, line in enumerate(lines, start=1):
+        line = line.removesuffix("\r")
+        if "\r" in line:
+            raise ProtocolError("bad-sdp", f"SDP line {number} contains a stray CR")
+        if len(line) < 2 or not ("a" <= line[0] <= "z") or line[1] != "=":
+            raise ProtocolError("bad-sdp", f"SDP line {number} is not of the form 'x=...'")
+        if line[0] == "m":
+            media_sections += 1
+            if media_sections > max_media_sections:
+                raise ProtocolError(
+                    "bad-sdp", f"SDP has more than {max_media_sections} media sections"
+                )
+
+
+# -- server -> client -----------------------------------------------------------------------
+
+
+def server_message(type_: str, **fields: Any) -> dict[str, Any]:
+    """``{"type": type_, **fields}``; the one place server messages get their ``type``."""
+    if "type" in fields:
+        raise ValueError("pass the message type as type_, not as a field")
+    return {"type": type_, **fields}
+
+
+def error_message(code: str, message: str, fatal: bool = False) -> dict[str, Any]:
+    """The contract's ``error`` message. ``fatal`` means the server closes the socket after it."""
+    if code not in ERROR_CODES:
+        raise ValueError(f"unknown error code {code!r}")
+    return server_message("error", code=code, message=message, fatal=fatal)

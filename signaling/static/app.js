@@ -1,0 +1,748 @@
+// Consilium web client: joins a room over the v1 WebSocket protocol (docs/signaling.md),
+// publishes camera+mic on one RTCPeerConnection and receives everyone else on a second one
+// that the server offers. Plain ES module, no build step.
+
+const PROTOCOL_VERSION = 1;
+const ICE_GATHER_TIMEOUT_MS = 3000; // the server takes no trickled candidates
+const PING_INTERVAL_MS = 20000;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  status: $('status'),
+  roomName: $('room-name'),
+  error: $('error'),
+  joinView: $('join-view'),
+  joinForm: $('join-form'),
+  callView: $('call-view'),
+  leftView: $('left-view'),
+  leftTitle: $('left-title'),
+  leftDetail: $('left-detail'),
+  rejoin: $('rejoin'),
+  stage: $('stage'),
+  tiles: $('tiles'),
+  selfView: $('self-view'),
+  selfVideo: $('self-video'),
+  selfInitials: $('self-initials'),
+  selfName: $('self-name'),
+  selfRole: $('self-role'),
+  btnMic: $('btn-mic'),
+  btnCam: $('btn-cam'),
+  btnLeave: $('btn-leave'),
+  enableSound: $('enable-sound'),
+};
+
+const ROLE_LABELS = {
+  host: 'Host',
+  specialist: 'Specialist',
+  bedside: 'Bedside',
+  observer: 'Observer',
+};
+
+const ERROR_MESSAGES = {
+  'token-missing': 'This link has no invitation token. Ask the host for an invitation link.',
+  'token-invalid': 'This invitation link is not valid. Ask the host for a new link.',
+  'token-expired': 'This invitation link has expired. Ask the host for a new link.',
+  'token-wrong-room': 'This invitation link belongs to a different consultation room.',
+  'room-full': 'The consultation room is full. Please try again later or contact the host.',
+  'forbidden': 'You are not allowed to do that in this consultation.',
+  'unsupported-version': 'This page is out of date for the server. Please reload the page.',
+  'negotiation-failed': 'The media connection could not be set up.',
+  'bad-sdp': 'The media connection could not be set up (rejected session description).',
+  'internal': 'The server hit an internal error.',
+};
+
+const REMOVED_MESSAGES = {
+  'removed-by-host': 'The host removed you from the consultation.',
+  'duplicate-identity': 'You joined this consultation from another window or device, '
+    + 'so this one was disconnected.',
+  'room-closed': 'The consultation has been closed.',
+};
+
+// ---------------------------------------------------------------------------------------------
+// State exposed for tests and debugging.
+
+const participants = new Map(); // participantId -> Participant (remote only)
+const tracksByMid = new Map(); // mid -> {mid, participantId, kind, name, role} (latest offer)
+
+const consilium = {
+  state: 'connecting',
+  self: null,
+  participants,
+  error: null,
+  inboundVideoStats,
+};
+window.consilium = consilium;
+
+let ws = null;
+let pubPc = null;
+let subPc = null;
+let localStream = null;
+let iceServers = [];
+let pingTimer = null;
+let intentionalClose = false; // leave/removed/fatal error: a socket close is then expected
+let negotiation = Promise.resolve(); // serialises subscribe-offer handling
+let soundBlocked = false;
+let tokenPermissions = null; // from the JWT payload, only to decide what to offer in the UI
+const audioState = { muted: false };
+const videoState = { muted: false };
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers.
+
+function setState(s) {
+  consilium.state = s;
+  document.body.dataset.state = s;
+}
+
+function setStatus(text) {
+  ui.status.textContent = text;
+}
+
+function showError(message, { fatal = true, kind = 'error' } = {}) {
+  consilium.error = message;
+  ui.error.replaceChildren();
+  ui.error.className = `banner ${kind}`;
+  const text = document.createElement('span');
+  text.className = 'banner-text';
+  text.textContent = message;
+  ui.error.append(text);
+  if (!fatal) {
+    const close = document.createElement('button');
+    close.type = 'button';
+    close.className = 'banner-close';
+    close.setAttribute('aria-label', 'Dismiss message');
+    close.textContent = '×';
+    close.addEventListener('click', () => { ui.error.hidden = true; });
+    ui.error.append(close);
+  }
+  ui.error.hidden = false;
+  if (fatal) setState('error');
+}
+
+function show(view) {
+  for (const v of [ui.joinView, ui.callView, ui.leftView]) v.hidden = v !== view;
+}
+
+function initials(name) {
+  const words = String(name || '?').trim().split(/\s+/).filter((w) => !/^(dr|prof)\.?$/i.test(w));
+  const picked = words.length > 1 ? [words[0], words[words.length - 1]] : words;
+  return picked.map((w) => w[0] || '').join('').toUpperCase() || '?';
+}
+
+function decodeJwtPayload(token) {
+  // Only read (never trust) the claims, to decide whether to ask for camera and mic.
+  try {
+    const part = token.split('.')[1];
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    const padded = b64 + '='.repeat((4 - (b64.length % 4)) % 4);
+    return JSON.parse(atob(padded));
+  } catch {
+    return null;
+  }
+}
+
+function waitForIceGathering(pc) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', onChange);
+      resolve();
+    };
+    const onChange = () => { if (pc.iceGatheringState === 'complete') done(); };
+    // Send whatever has been gathered by then; on loopback/LAN that is always enough.
+    const timer = setTimeout(done, ICE_GATHER_TIMEOUT_MS);
+    pc.addEventListener('icegatheringstatechange', onChange);
+  });
+}
+
+function send(msg) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+}
+
+function isApplePlatform() {
+  const ua = navigator.userAgent;
+  const iOS = /iPad|iPhone|iPod/.test(ua)
+    || (navigator.platform === 'MacIntel' && navigator.maxTouchPoints > 1); // iPadOS
+  const safari = /^((?!chrome|chromium|crios|fxios|edg|android).)*safari/i.test(ua);
+  return iOS || safari;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up: URL → token → WebSocket.
+
+async function main() {
+  const params = new URLSearchParams(location.search);
+  const token = params.get('token');
+  const room = params.get('room');
+  const name = params.get('name');
+  const role = params.get('role');
+
+  ui.btnMic.addEventListener('click', toggleMic);
+  ui.btnCam.addEventListener('click', toggleCam);
+  ui.btnLeave.addEventListener('click', () => leave());
+  ui.enableSound.addEventListener('click', enableSound);
+  window.addEventListener('pagehide', () => {
+    if (consilium.state === 'joined') { intentionalClose = true; send({ type: 'leave' }); }
+  });
+  ui.rejoin.href = location.pathname + location.search;
+
+  if (!token && (!room || !name)) {
+    showJoinForm(room);
+    return;
+  }
+
+  setState('connecting');
+  let jwt = token;
+  if (!jwt) {
+    ui.roomName.textContent = room;
+    setStatus('Requesting access…');
+    jwt = await fetchDevToken(room, name, role);
+    if (!jwt) return;
+  }
+  const claims = decodeJwtPayload(jwt);
+  if (claims && Array.isArray(claims.permissions)) tokenPermissions = claims.permissions;
+  if (claims && claims.room) ui.roomName.textContent = claims.room;
+  connect(jwt);
+}
+
+function showJoinForm(room) {
+  setState('idle');
+  setStatus('');
+  show(ui.joinView);
+  if (room) $('join-room').value = room;
+  ui.joinForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const data = new FormData(ui.joinForm);
+    const q = new URLSearchParams({
+      room: String(data.get('room')).trim(),
+      name: String(data.get('name')).trim(),
+      role: String(data.get('role')),
+    });
+    location.search = q.toString();
+  });
+  (room ? $('join-name') : $('join-room')).focus();
+}
+
+async function fetchDevToken(room, name, role) {
+  const q = new URLSearchParams({ room, name });
+  if (role) q.set('role', role);
+  let resp;
+  try {
+    resp = await fetch(`/api/dev-token?${q}`, { headers: { Accept: 'application/json' } });
+  } catch {
+    showError('Cannot reach the Consilium server. Check your connection and reload.');
+    return null;
+  }
+  if (resp.status === 404) {
+    showError('This server needs an invitation link (token). '
+      + 'Ask the host to send you an invitation link.');
+    return null;
+  }
+  let body = null;
+  try { body = await resp.json(); } catch { /* handled below */ }
+  if (!resp.ok || !body || typeof body.token !== 'string') {
+    const msg = body && body.error && body.error.message;
+    showError(`Could not get access to the room${msg ? `: ${msg}` : ` (HTTP ${resp.status})`}.`);
+    return null;
+  }
+  return body.token;
+}
+
+function connect(token) {
+  setStatus('Connecting…');
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  ws = new WebSocket(`${proto}//${location.host}/ws`);
+  ws.addEventListener('open', () => {
+    send({ type: 'join', version: PROTOCOL_VERSION, token });
+  });
+  ws.addEventListener('message', (ev) => {
+    let msg;
+    try { msg = JSON.parse(ev.data); } catch { return; }
+    handleMessage(msg).catch((err) => {
+      console.error('consilium: handling', msg.type, err);
+      showError(`Something went wrong: ${err && err.message ? err.message : err}`,
+        { fatal: false });
+    });
+  });
+  ws.addEventListener('close', () => {
+    clearInterval(pingTimer);
+    if (intentionalClose || consilium.state === 'left' || consilium.state === 'error') return;
+    teardownMedia();
+    showError('The connection to the server was closed unexpectedly.');
+    setStatus('Disconnected');
+    offerRejoin('Connection lost', '', 'Rejoin');
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protocol messages.
+
+async function handleMessage(msg) {
+  switch (msg.type) {
+    case 'joined': return onJoined(msg);
+    case 'publish-answer':
+      if (pubPc) await pubPc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+      return undefined;
+    case 'subscribe-offer':
+      // Chain so that offers are applied strictly in arrival order.
+      negotiation = negotiation.then(() => onSubscribeOffer(msg)).catch((err) => {
+        console.error('consilium: subscribe negotiation', err);
+        showError('Could not receive the other participants\' media.', { fatal: false });
+      });
+      return negotiation;
+    case 'participant-joined':
+    case 'participant-updated':
+      upsertParticipant(msg.participant);
+      return undefined;
+    case 'participant-left':
+      removeParticipant(msg.participantId);
+      return undefined;
+    case 'error': return onServerError(msg);
+    case 'removed': return onRemoved(msg);
+    case 'pong': return undefined;
+    default:
+      // New message types may appear within v1; ignoring them is the documented rule.
+      return undefined;
+  }
+}
+
+async function onJoined(msg) {
+  iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+  consilium.self = msg.self;
+  setState('joined');
+  ui.roomName.textContent = msg.room;
+  show(ui.callView);
+  ui.error.hidden = true;
+  consilium.error = null;
+  pingTimer = setInterval(() => send({ type: 'ping' }), PING_INTERVAL_MS);
+
+  for (const p of msg.participants || []) {
+    if (p.id !== msg.self.id) upsertParticipant(p);
+  }
+  renderSelf();
+  updateStatus();
+
+  // The server may list effective permissions in self; otherwise fall back to role and token.
+  const perms = Array.isArray(msg.self.permissions) ? msg.self.permissions : tokenPermissions;
+  const canPublish = msg.self.role !== 'observer' && (perms === null || perms.includes('publish'));
+  if (canPublish) await startPublishing();
+  else {
+    ui.selfView.hidden = true;
+    ui.btnMic.hidden = true;
+    ui.btnCam.hidden = true;
+  }
+}
+
+function onServerError(msg) {
+  const human = ERROR_MESSAGES[msg.code];
+  const text = human
+    ? `${human}${msg.code === 'room-full' || !msg.message ? '' : ` (${msg.message})`}`
+    : `Server error (${msg.code}): ${msg.message || 'no details'}`;
+  // Before `joined` any refusal ends the attempt, whether or not the server marks it fatal.
+  if (msg.fatal || consilium.state === 'connecting') {
+    intentionalClose = true;
+    teardownMedia();
+    if (ws) ws.close(1000, 'error');
+    showError(text);
+    setStatus('Not connected');
+    offerRejoin(consilium.self ? 'Disconnected' : 'Could not join the consultation', '',
+      'Try again');
+  } else {
+    showError(text, { fatal: false });
+  }
+}
+
+function onRemoved(msg) {
+  intentionalClose = true;
+  const text = REMOVED_MESSAGES[msg.reason] || `You were removed from the consultation (${msg.reason}).`;
+  teardownMedia();
+  setState('left');
+  consilium.error = text;
+  ui.error.className = 'banner error';
+  ui.error.textContent = text;
+  ui.error.hidden = false;
+  setStatus('Not connected');
+  offerRejoin(msg.reason === 'room-closed' ? 'The consultation has ended' : 'You were removed',
+    text);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Publishing: our camera and mic, client-offered, send-only.
+
+async function startPublishing() {
+  localStream = await getLocalMedia();
+  if (!localStream) {
+    ui.btnMic.disabled = true;
+    ui.btnCam.disabled = true;
+    renderSelf();
+    return;
+  }
+  ui.selfVideo.srcObject = localStream;
+  ui.selfVideo.play().catch(() => { /* muted self-view: autoplay is allowed */ });
+  ui.btnMic.disabled = localStream.getAudioTracks().length === 0;
+  ui.btnCam.disabled = localStream.getVideoTracks().length === 0;
+  renderSelf();
+
+  pubPc = new RTCPeerConnection({ iceServers });
+  pubPc.addEventListener('connectionstatechange', () => {
+    if (pubPc && pubPc.connectionState === 'failed') {
+      showError('Your camera and microphone could not reach the server (network blocked?).',
+        { fatal: false });
+    }
+  });
+  for (const track of localStream.getTracks()) {
+    const tr = pubPc.addTransceiver(track, { direction: 'sendonly', streams: [localStream] });
+    if (track.kind === 'video') preferVideoCodec(tr);
+  }
+  const offer = await pubPc.createOffer();
+  await pubPc.setLocalDescription(offer);
+  await waitForIceGathering(pubPc);
+  send({ type: 'publish', sdp: pubPc.localDescription.sdp });
+  // Tell the others about devices we do not have, so their tiles show it.
+  if (localStream.getAudioTracks().length === 0) sendMute('audio', true);
+  if (localStream.getVideoTracks().length === 0) sendMute('video', true);
+}
+
+async function getLocalMedia() {
+  const video = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+  const attempts = [
+    { audio: true, video },
+    { audio: false, video },
+    { audio: true, video: false },
+  ];
+  let lastErr = null;
+  for (const constraints of attempts) {
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia(constraints);
+      if (!constraints.audio) {
+        showError('Microphone unavailable: others will not hear you.', { fatal: false, kind: 'warn' });
+      } else if (!constraints.video) {
+        showError('Camera unavailable: others will not see you.', { fatal: false, kind: 'warn' });
+      }
+      return stream;
+    } catch (err) {
+      lastErr = err;
+      // A denied permission applies to every attempt; do not prompt again.
+      if (err && (err.name === 'NotAllowedError' || err.name === 'SecurityError')) break;
+    }
+  }
+  const why = !navigator.mediaDevices ? 'this page is not served over HTTPS'
+    : lastErr && lastErr.name === 'NotAllowedError' ? 'access was denied'
+      : lastErr && lastErr.name === 'NotFoundError' ? 'no camera or microphone was found'
+        : lastErr && lastErr.name === 'NotReadableError' ? 'the device is in use by another app'
+          : (lastErr && lastErr.message) || 'unknown reason';
+  showError(`Camera and microphone unavailable (${why}). `
+    + 'You joined receive-only: you can see and hear others, but they cannot see or hear you.',
+  { fatal: false, kind: 'warn' });
+  return null;
+}
+
+function preferVideoCodec(transceiver) {
+  if (typeof transceiver.setCodecPreferences !== 'function') return;
+  const caps = (RTCRtpSender.getCapabilities && RTCRtpSender.getCapabilities('video'))
+    || (RTCRtpReceiver.getCapabilities && RTCRtpReceiver.getCapabilities('video'));
+  if (!caps || !caps.codecs) return;
+  // iPhones decode VP8 in software, so Apple devices get H264 first; everyone else VP8.
+  const want = isApplePlatform() ? 'video/h264' : 'video/vp8';
+  const rank = (c) => {
+    const mime = c.mimeType.toLowerCase();
+    if (mime !== want) return 2;
+    if (mime === 'video/h264') {
+      // The server's H264 is packetization-mode 1, constrained baseline.
+      const fmtp = c.sdpFmtpLine || '';
+      const pm1 = /packetization-mode=1/.test(fmtp);
+      const cb = /profile-level-id=42e0/i.test(fmtp);
+      return pm1 && cb ? 0 : pm1 ? 0.5 : 1;
+    }
+    return 0;
+  };
+  const codecs = caps.codecs.map((c, i) => ({ c, i }))
+    .sort((a, b) => rank(a.c) - rank(b.c) || a.i - b.i)
+    .map((x) => x.c);
+  if (rank(codecs[0]) >= 2) return; // preferred codec not available: keep the default order
+  try {
+    transceiver.setCodecPreferences(codecs);
+  } catch (err) {
+    console.warn('consilium: setCodecPreferences failed', err);
+  }
+}
+
+function sendMute(kind, muted) {
+  send({ type: 'mute', kind, muted });
+}
+
+function toggleMic() {
+  if (!localStream) return;
+  audioState.muted = !audioState.muted;
+  for (const t of localStream.getAudioTracks()) t.enabled = !audioState.muted;
+  sendMute('audio', audioState.muted);
+  renderSelf();
+}
+
+function toggleCam() {
+  if (!localStream) return;
+  videoState.muted = !videoState.muted;
+  for (const t of localStream.getVideoTracks()) t.enabled = !videoState.muted;
+  sendMute('video', videoState.muted);
+  renderSelf();
+}
+
+function renderSelf() {
+  const self = consilium.self;
+  if (!self) return;
+  const hasVideo = !!localStream && localStream.getVideoTracks().length > 0;
+  const hasAudio = !!localStream && localStream.getAudioTracks().length > 0;
+  ui.selfView.hidden = false;
+  ui.selfName.textContent = `${self.name} (you)`;
+  ui.selfInitials.textContent = initials(self.name);
+  ui.selfRole.textContent = ROLE_LABELS[self.role] || self.role;
+  ui.selfRole.dataset.role = self.role;
+  ui.selfView.classList.toggle('video-off', !hasVideo || videoState.muted);
+  ui.selfView.classList.toggle('audio-off', !hasAudio || audioState.muted);
+
+  ui.btnMic.setAttribute('aria-pressed', String(audioState.muted));
+  ui.btnMic.querySelector('.txt').textContent = audioState.muted ? 'Unmute' : 'Mute';
+  ui.btnMic.title = audioState.muted ? 'Unmute microphone' : 'Mute microphone';
+  ui.btnCam.setAttribute('aria-pressed', String(videoState.muted));
+  ui.btnCam.querySelector('.txt').textContent = videoState.muted ? 'Start video' : 'Stop video';
+  ui.btnCam.title = videoState.muted ? 'Turn camera on' : 'Turn camera off';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscribing: the server offers everyone else's media; we answer, receive-only.
+
+function ensureSubPc() {
+  if (subPc) return subPc;
+  subPc = new RTCPeerConnection({ iceServers });
+  subPc.addEventListener('track', (ev) => {
+    const mid = ev.transceiver && ev.transceiver.mid;
+    // A remote track starts muted until its first packets arrive; re-render on both edges.
+    ev.track.addEventListener('unmute', () => attachTracks());
+    ev.track.addEventListener('mute', () => attachTracks());
+    if (mid != null) attachTracks();
+  });
+  subPc.addEventListener('connectionstatechange', () => {
+    if (subPc && subPc.connectionState === 'failed') {
+      showError('Could not receive media from the server (network blocked?).', { fatal: false });
+    }
+    updateStatus();
+  });
+  return subPc;
+}
+
+async function onSubscribeOffer(msg) {
+  if (consilium.state !== 'joined') return;
+  const pc = ensureSubPc();
+  tracksByMid.clear();
+  for (const t of msg.tracks || []) tracksByMid.set(String(t.mid), t);
+  await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+  const answer = await pc.createAnswer();
+  await pc.setLocalDescription(answer);
+  await waitForIceGathering(pc);
+  send({ type: 'subscribe-answer', sdp: pc.localDescription.sdp });
+  attachTracks();
+}
+
+// Rebuild each tile's MediaStream from the transceivers whose mid the latest offer assigns
+// to that participant. Doing it from scratch each time also covers reused m-lines.
+function attachTracks() {
+  if (!subPc) return;
+  const byParticipant = new Map();
+  for (const tr of subPc.getTransceivers()) {
+    if (tr.mid == null || tr.currentDirection === 'inactive' || tr.stopped) continue;
+    const info = tracksByMid.get(String(tr.mid));
+    if (!info) continue;
+    const list = byParticipant.get(info.participantId) || [];
+    list.push(tr.receiver.track);
+    byParticipant.set(info.participantId, list);
+  }
+  for (const [pid, p] of participants) {
+    const tile = ensureTile(p);
+    const video = tile.querySelector('video');
+    const tracks = byParticipant.get(pid) || [];
+    const current = video.srcObject ? video.srcObject.getTracks() : [];
+    const same = current.length === tracks.length && tracks.every((t) => current.includes(t));
+    if (!same) {
+      video.srcObject = tracks.length ? new MediaStream(tracks) : null;
+      if (tracks.length) playVideo(video);
+    }
+    tile.dataset.hasVideo = String(tracks.some((t) => t.kind === 'video' && !t.muted));
+    renderTile(p);
+  }
+}
+
+function playVideo(video) {
+  video.muted = soundBlocked;
+  video.play().catch((err) => {
+    if (err && err.name === 'NotAllowedError') {
+      // Autoplay with sound needs a user gesture: play muted now, offer a button for sound.
+      soundBlocked = true;
+      video.muted = true;
+      ui.enableSound.hidden = false;
+      video.play().catch(() => { /* retried when the user taps the button */ });
+    }
+  });
+}
+
+function enableSound() {
+  soundBlocked = false;
+  ui.enableSound.hidden = true;
+  for (const v of ui.tiles.querySelectorAll('video')) {
+    v.muted = false;
+    v.play().catch(() => { /* still blocked: keep the button */ ui.enableSound.hidden = false; });
+  }
+}
+
+async function inboundVideoStats() {
+  if (!subPc) return [];
+  const out = [];
+  for (const tr of subPc.getTransceivers()) {
+    if (tr.mid == null || tr.receiver.track.kind !== 'video') continue;
+    const info = tracksByMid.get(String(tr.mid));
+    if (!info) continue;
+    const report = await tr.receiver.getStats();
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        out.push({
+          participantId: info.participantId,
+          mid: String(tr.mid),
+          framesDecoded: s.framesDecoded || 0,
+          frameWidth: s.frameWidth || 0,
+          frameHeight: s.frameHeight || 0,
+          bytesReceived: s.bytesReceived || 0,
+          packetsLost: s.packetsLost || 0,
+        });
+      }
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Participant tiles.
+
+function upsertParticipant(p) {
+  if (!p || !p.id) return;
+  if (consilium.self && p.id === consilium.self.id) {
+    consilium.self = p;
+    renderSelf();
+    return;
+  }
+  participants.set(p.id, p);
+  ensureTile(p);
+  renderTile(p);
+  updateStatus();
+}
+
+function removeParticipant(id) {
+  participants.delete(id);
+  const tile = tileFor(id);
+  if (tile) {
+    const v = tile.querySelector('video');
+    if (v) v.srcObject = null;
+    tile.remove();
+  }
+  updateStatus();
+}
+
+function tileFor(id) {
+  return ui.tiles.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"]`);
+}
+
+function ensureTile(p) {
+  let tile = tileFor(p.id);
+  if (tile) return tile;
+  tile = document.createElement('div');
+  tile.className = 'tile';
+  tile.dataset.participantId = p.id;
+  tile.dataset.hasVideo = 'false';
+  tile.innerHTML = `
+    <video playsinline autoplay></video>
+    <div class="avatar" aria-hidden="true"><span class="initials"></span></div>
+    <div class="label">
+      <span class="name"></span>
+      <span class="badge"></span>
+      <span class="indicator mic-off" title="Microphone muted">
+        <svg viewBox="0 0 24 24" aria-hidden="true"><use href="#i-mic-off"/></svg>
+      </span>
+      <span class="indicator cam-off" title="Camera off">
+        <svg viewBox="0 0 24 24" aria-hidden="true"><use href="#i-cam-off"/></svg>
+      </span>
+    </div>`;
+  ui.tiles.append(tile);
+  return tile;
+}
+
+function renderTile(p) {
+  const tile = tileFor(p.id);
+  if (!tile) return;
+  // Video state comes from what actually arrives; the flags add the sender's own choice.
+  const audioOff = !!p.audioMuted || p.role === 'observer';
+  const videoOff = !!p.videoMuted || tile.dataset.hasVideo !== 'true';
+  tile.querySelector('.name').textContent = p.name;
+  tile.querySelector('.initials').textContent = initials(p.name);
+  const badge = tile.querySelector('.badge');
+  badge.textContent = ROLE_LABELS[p.role] || p.role;
+  badge.dataset.role = p.role;
+  tile.classList.toggle('audio-off', audioOff);
+  tile.classList.toggle('video-off', videoOff);
+  const states = [audioOff ? 'microphone muted' : null, videoOff ? 'camera off' : null]
+    .filter(Boolean).join(', ');
+  tile.setAttribute('role', 'group');
+  tile.setAttribute('aria-label',
+    `${p.name}, ${ROLE_LABELS[p.role] || p.role}${states ? `, ${states}` : ''}`);
+}
+
+function updateStatus() {
+  const n = participants.size;
+  ui.stage.classList.toggle('alone', n === 0);
+  ui.stage.dataset.count = String(Math.min(n, 9));
+  if (consilium.state !== 'joined') return;
+  const conn = subPc ? subPc.connectionState : 'new';
+  const others = n === 0 ? 'no one else yet' : n === 1 ? '1 other participant'
+    : `${n} other participants`;
+  const watching = consilium.self && consilium.self.role === 'observer' ? 'Observing' : 'In call';
+  setStatus(`${conn === 'connecting' ? 'Connecting media · ' : ''}${watching} · ${others}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leaving.
+
+function teardownMedia() {
+  clearInterval(pingTimer);
+  if (pubPc) { pubPc.close(); pubPc = null; }
+  if (subPc) { subPc.close(); subPc = null; }
+  if (localStream) { for (const t of localStream.getTracks()) t.stop(); localStream = null; }
+  ui.selfVideo.srcObject = null;
+  for (const v of ui.tiles.querySelectorAll('video')) v.srcObject = null;
+  ui.enableSound.hidden = true;
+}
+
+function leave() {
+  intentionalClose = true;
+  send({ type: 'leave' });
+  teardownMedia();
+  if (ws) ws.close(1000, 'leave');
+  ui.error.hidden = true;
+  consilium.error = null;
+  setState('left');
+  setStatus('Not connected');
+  offerRejoin('You left the consultation', 'You can rejoin with the same link.');
+}
+
+function offerRejoin(title, detail, linkText = 'Rejoin') {
+  ui.leftTitle.textContent = title;
+  ui.leftDetail.textContent = detail;
+  ui.leftDetail.hidden = !detail;
+  ui.rejoin.textContent = linkText;
+  participants.clear();
+  ui.tiles.replaceChildren();
+  show(ui.leftView);
+  ui.rejoin.focus();
+}
+
+main().catch((err) => {
+  console.error('consilium: start-up failed', err);
+  showError(`Could not start: ${err && err.message ? err.message : err}`);
+});

@@ -1,0 +1,95 @@
+"""Three in-process aiortc participants meet through the SFU, which decodes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sfu.adapters.aiortc_adapter import ForwardingReceiver, threads_decoding
+from tools.synthetic_client import SyntheticParticipant
+
+pytestmark = pytest.mark.webrtc
+
+
+def _counters_advance(p: SyntheticParticipant, other: str, minimum: int = 10) -> bool:
+    media = p.received.get(other)
+    return (
+        media is not None
+        and len(media.counters) >= minimum
+        and media.counters[-1] > media.counters[0]
+        and media.audio_frames > 20
+    )
+
+
+async def test_three_participants_see_and_hear_each_other(server) -> None:
+    names = ["Alice", "Bob", "Carol"]
+    people = [SyntheticParticipant(server.url, room="ward7", name=n) for n in names]
+    try:
+        for p in people:
+            await p.join()
+        ids = {p.name: p.identity for p in people}
+        for p in people:
+            for other in people:
+                if other is p:
+                    continue
+                await p.wait_for(lambda p=p, o=other: _counters_advance(p, ids[o.name]), timeout=60)
+
+        # The server forwarded bytes: every publisher receiver is a forwarding one, no aiortc
+        # decoder thread ran on the server side of any connection.
+        room = server.sfu.rooms["ward7"]
+        assert len(room.sessions) == 3
+        for session in room.sessions.values():
+            assert {str(p.kind) for p in session.producers.values()} == {"audio", "video"}
+            for producer in session.producers.values():
+                assert isinstance(producer.receiver, ForwardingReceiver)
+                assert producer.receiver._RTCRtpReceiver__decoder_thread is None
+                assert producer.receiver.track._queue.qsize() == 0
+                assert len(producer.consumers) == 2
+            for consumer in session.consumers.values():
+                assert consumer.forwarder.forwarded > 0
+        # Client-side decoders are threads too; the SFU's share is what we check above, and the
+        # number of live decoder threads equals what the 3 clients need (2 remote × 2 kinds each).
+        assert len(threads_decoding()) <= 3 * 2 * 2
+    finally:
+        for p in people:
+            await p.leave()
+
+
+async def test_renegotiation_when_people_leave_and_join(server) -> None:
+    alice = SyntheticParticipant(server.url, room="reneg", name="Alice")
+    bob = SyntheticParticipant(server.url, room="reneg", name="Bob")
+    carol = SyntheticParticipant(server.url, room="reneg", name="Carol")
+    try:
+        await alice.join()
+        await bob.join()
+        await alice.wait_for(lambda: _counters_advance(alice, bob.identity), timeout=60)
+        await bob.leave()
+        left = await alice.next_message("participant-left", timeout=10)
+        assert left["participantId"] == bob.identity
+        # The renegotiated offer no longer lists Bob's tracks.
+        offer = await alice.next_message("subscribe-offer", timeout=10)
+        assert all(t["participantId"] != bob.identity for t in offer["tracks"])
+        await carol.join()
+        await alice.wait_for(lambda: _counters_advance(alice, carol.identity), timeout=60)
+        await carol.wait_for(lambda: _counters_advance(carol, alice.identity), timeout=60)
+        assert bob.identity not in server.sfu.rooms["reneg"].sessions
+    finally:
+        for p in (alice, bob, carol):
+            await p.leave()
+        await asyncio.sleep(0)
+
+
+async def test_h264_is_forwarded(server) -> None:
+    alice = SyntheticParticipant(server.url, room="h264", name="Alice", video_codec="H264")
+    bob = SyntheticParticipant(server.url, room="h264", name="Bob", video_codec="H264")
+    try:
+        await alice.join()
+        await bob.join()
+        await bob.wait_for(lambda: _counters_advance(bob, alice.identity), timeout=60)
+        session = server.sfu.rooms["h264"].sessions[alice.identity]
+        video = [p for p in session.producers.values() if str(p.kind) == "video"]
+        assert video and video[0].codec.name == "h264"
+    finally:
+        await alice.leave()
+        await bob.leave()
