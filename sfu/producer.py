@@ -54,8 +54,10 @@ class Producer:
         except RtpParseError:
             self.malformed += 1
             return
-        keyframe = self.kind is MediaKind.VIDEO and bool(payload) and (
-            vp8.is_keyframe if vp8 is not None else is_keyframe(self.codec.name, payload)
+        keyframe = (
+            self.kind is MediaKind.VIDEO
+            and bool(payload)
+            and (vp8.is_keyframe if vp8 is not None else is_keyframe(self.codec.name, payload))
         )
         packet = IngressPacket(
             header=header,

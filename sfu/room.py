@@ -257,7 +257,12 @@ class Session:
                 )
             else:
                 transceiver, sender = add_forwarding_transceiver(
-                    pc, kind, producer.codec, None, stream_id=producer.owner_id, track_id=producer.id
+                    pc,
+                    kind,
+                    producer.codec,
+                    None,
+                    stream_id=producer.owner_id,
+                    track_id=producer.id,
                 )
             in_use.add(transceiver)
             consumer = Consumer(producer, self.identity, sender)
@@ -288,7 +293,9 @@ class Session:
         try:
             answer_sdp = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
         except TimeoutError:
-            await self.room.remove(self, "no answer to subscribe-offer", notify_code="negotiation-failed")
+            await self.room.remove(
+                self, "no answer to subscribe-offer", notify_code="negotiation-failed"
+            )
             return False
         finally:
             self._answer = None
@@ -341,13 +348,17 @@ def _check_publish_offer(sdp: str) -> None:
         if line.startswith("m="):
             kind = line[2:].split(" ", 1)[0]
             if kind not in counts:
-                raise SfuError("bad-sdp", f"m={kind} sections are not accepted on the publish connection")
+                raise SfuError(
+                    "bad-sdp", f"m={kind} sections are not accepted on the publish connection"
+                )
             counts[kind] += 1
     if sum(counts.values()) == 0:
         raise SfuError("bad-sdp", "the offer has no audio or video section")
     for kind, n in counts.items():
         if n > MAX_TRACKS_PER_KIND:
-            raise SfuError("bad-sdp", f"at most {MAX_TRACKS_PER_KIND} {kind} track may be published")
+            raise SfuError(
+                "bad-sdp", f"at most {MAX_TRACKS_PER_KIND} {kind} track may be published"
+            )
 
 
 class Room:
@@ -381,9 +392,11 @@ class Room:
     ) -> Session:
         previous = self.sessions.get(identity)
         if previous is None and len(self.sessions) >= self.max_participants:
-            raise SfuError("room-full", f"room {self.id} is full ({self.max_participants} participants)")
+            raise SfuError(
+                "room-full", f"room {self.id} is full ({self.max_participants} participants)"
+            )
         if previous is not None:
-            # The same person reconnecting (new tab, phone switched network) replaces the old session.
+            # The same person reconnecting (new tab, phone on a new network) replaces the old one.
             await self.remove(previous, "duplicate-identity", notify_reason="duplicate-identity")
         session = Session(
             self,
@@ -450,7 +463,11 @@ class Room:
                 await session.link.close(notify_reason)
         await _broadcast(
             list(self.sessions.values()),
-            {"type": "participant-left", "participantId": session.identity, "reason": notify_reason or notify_code or reason},
+            {
+                "type": "participant-left",
+                "participantId": session.identity,
+                "reason": notify_reason or notify_code or reason,
+            },
         )
         if not self.sessions and not self.sfu.keeps_empty_room(self):
             self.sfu.rooms.pop(self.id, None)

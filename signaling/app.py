@@ -19,7 +19,6 @@ from sfu.room import Session, Sfu, SfuSettings
 from signaling.auth import (
     Grant,
     Permission,
-    Role,
     TokenAuthority,
     TokenError,
     check_api_key,
@@ -53,7 +52,7 @@ JOIN_TIMEOUT_S = 15.0
 SETTINGS = web.AppKey("settings", Settings)
 SFU = web.AppKey("sfu", Sfu)
 AUTHORITY = web.AppKey("authority", TokenAuthority)
-SOCKETS = web.AppKey("sockets", set)
+SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 
 
 def _now_s() -> int:
@@ -161,7 +160,9 @@ async def _messages(ws: web.WebSocketResponse) -> AsyncIterator[Any]:
 
 async def _join(app: web.Application, join: Join, link: WsLink) -> Session:
     if join.version != PROTOCOL_VERSION:
-        raise ProtocolError("unsupported-version", f"this server speaks protocol {PROTOCOL_VERSION}")
+        raise ProtocolError(
+            "unsupported-version", f"this server speaks protocol {PROTOCOL_VERSION}"
+        )
     grant = app[AUTHORITY].verify(join.token, room=join.room, now_s=_now_s())
     room = app[SFU].room_for_join(grant.room)
     session = await room.join(
@@ -177,7 +178,10 @@ async def _join(app: web.Application, join: Join, link: WsLink) -> Session:
             "type": "joined",
             "version": PROTOCOL_VERSION,
             "room": room.id,
-            "self": {**session.describe(), "permissions": sorted(str(p) for p in grant.permissions)},
+            "self": {
+                **session.describe(),
+                "permissions": sorted(str(p) for p in grant.permissions),
+            },
             "participants": [s.describe() for s in room.sessions.values() if s is not session],
             "iceServers": [s.as_dict() for s in app[SETTINGS].ice_servers],
             "maxMessageBytes": MAX_MESSAGE_BYTES,
@@ -244,7 +248,9 @@ async def list_rooms(request: web.Request) -> web.Response:
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_MESSAGE_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_MESSAGE_BYTES, actual_size=request.content_length)
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_MESSAGE_BYTES, actual_size=request.content_length
+        )
     try:
         body = await request.json() if request.can_read_body else {}
     except ValueError as exc:
@@ -266,7 +272,9 @@ async def create_room(request: web.Request) -> web.Response:
     if not isinstance(room_id, str) or not ROOM_ID.match(room_id):
         return api_error(400, "bad-field", "id must match [A-Za-z0-9_-]{1,64}")
     if max_participants is not None and (
-        not isinstance(max_participants, int) or isinstance(max_participants, bool) or not 1 <= max_participants <= 100
+        not isinstance(max_participants, int)
+        or isinstance(max_participants, bool)
+        or not 1 <= max_participants <= 100
     ):
         return api_error(400, "bad-field", "maxParticipants must be an integer from 1 to 100")
     try:
@@ -344,7 +352,9 @@ def _mint(request: web.Request, body: dict[str, Any]) -> web.Response:
         return api_error(400, "bad-field", "room, name and role must be strings")
     if not isinstance(identity, str):
         return api_error(400, "bad-field", "identity must be a string")
-    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 7 * 86400):
+    if ttl is not None and (
+        not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 7 * 86400
+    ):
         return api_error(400, "bad-field", "ttlSeconds must be an integer from 1 to 604800")
     if permissions is not None and (
         not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions)
@@ -365,7 +375,12 @@ def _mint(request: web.Request, body: dict[str, Any]) -> web.Response:
         return api_error(400, "bad-field", str(exc))
     grant: Grant = authority.verify(token, room=room, now_s=now)
     return web.json_response(
-        {"token": token, "identity": identity, "expiresAt": grant.expires_at, "url": f"/?token={token}"},
+        {
+            "token": token,
+            "identity": identity,
+            "expiresAt": grant.expires_at,
+            "url": f"/?token={token}",
+        },
         status=201,
     )
 
@@ -382,9 +397,15 @@ async def mint_token(request: web.Request) -> web.Response:
 
 async def dev_token(request: web.Request) -> web.Response:
     if not request.app[SETTINGS].dev_mode:
-        return api_error(404, "not-found", "development tokens are off: this server needs invitation links")
+        return api_error(
+            404, "not-found", "development tokens are off: this server needs invitation links"
+        )
     q = request.query
-    body = {"room": q.get("room", "demo"), "name": q.get("name", "Guest"), "role": q.get("role", "host")}
+    body = {
+        "room": q.get("room", "demo"),
+        "name": q.get("name", "Guest"),
+        "role": q.get("role", "host"),
+    }
     return _mint(request, body)
 
 
@@ -407,14 +428,19 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[security_headers], client_max_size=MAX_MESSAGE_BYTES)
     app[SETTINGS] = settings
-    app[AUTHORITY] = TokenAuthority(settings.secret or generate_secret(), default_ttl_s=settings.token_ttl_s)
-    app[SFU] = Sfu(SfuSettings(ice_servers=settings.ice_servers, max_participants=settings.max_participants))
+    app[AUTHORITY] = TokenAuthority(
+        settings.secret or generate_secret(), default_ttl_s=settings.token_ttl_s
+    )
+    app[SFU] = Sfu(
+        SfuSettings(ice_servers=settings.ice_servers, max_participants=settings.max_participants)
+    )
     app[SOCKETS] = set()
     configure_ice_hosts(settings.ice_hosts)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         yield
-        for ws in list(app[SOCKETS]):
+        sockets: set[web.WebSocketResponse] = app[SOCKETS]
+        for ws in list(sockets):
             with contextlib.suppress(Exception):
                 await ws.close(code=1001, message=b"server shutdown")
         await app[SFU].close()

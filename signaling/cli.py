@@ -52,12 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # uvloop is optional off Linux
-        runner = asyncio.run
+        uvloop = None  # type: ignore[assignment]
     try:
-        runner(serve(settings))
+        if uvloop is not None:
+            uvloop.run(serve(settings))
+        else:
+            asyncio.run(serve(settings))
     except KeyboardInterrupt:
         pass
     return 0

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         dest="ice_hosts",
         metavar="ADDR",
-        help="address to gather ICE host candidates on (repeatable; default: all, loopback included)",
+        help="address for ICE host candidates (repeatable; default: all, loopback included)",
     )
     serve.add_argument(
         "--turn-server",
@@ -69,10 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="TURN/STUN server for clients and the SFU, e.g. turn:user:pass@turn.example:3478",
     )
-    serve.add_argument("--secret", help="JWT signing secret; without it the server runs in dev mode")
+    serve.add_argument(
+        "--secret", help="JWT signing secret; without it the server runs in dev mode"
+    )
     serve.add_argument("--api-key", help="bearer key for the REST API")
     serve.add_argument("--max-participants", type=int, help="per room (default 8)")
-    serve.add_argument("--tls-cert", help="PEM certificate: serve HTTPS (needed for cameras off localhost)")
+    serve.add_argument(
+        "--tls-cert", help="PEM certificate: serve HTTPS (needed for cameras off localhost)"
+    )
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.add_argument("--log-level", default="INFO")
     return parser

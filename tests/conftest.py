@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from sfu.room import Sfu
 from signaling.app import SFU, create_app
 from signaling.config import Settings
-from sfu.room import Sfu
 
 
 def in_loopback_namespace() -> bool:

@@ -1,0 +1,125 @@
+"""The seam between Consilium and aiortc internals: fails loudly when an upgrade moves it."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.metadata import version
+
+import aioice.ice
+import pytest
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+
+from media.rtp import RtpHeader
+from media.synthetic import CounterVideoTrack
+from sfu.adapters import aiortc_adapter as adapter
+
+RECEIVER_PRIVATE = [
+    "__started",
+    "__decoder_thread",
+    "__remote_bitrate_estimator",
+    "__rtcp_ssrc",
+    "__lsr",
+    "__lsr_time",
+    "__rtcp_started",
+    "__rtcp_exited",
+    "__rtcp_task",
+    "__active_ssrc",
+]
+
+
+def test_aiortc_version_is_the_pinned_one() -> None:
+    assert version("aiortc") == adapter.PINNED_AIORTC
+
+
+async def test_private_attributes_the_adapter_uses_still_exist() -> None:
+    pc = RTCPeerConnection()
+    try:
+        transceiver = pc.addTransceiver("video", direction="sendonly")
+        receiver = transceiver.receiver
+        for name in RECEIVER_PRIVATE:
+            assert hasattr(receiver, f"_RTCRtpReceiver{name}"), name
+        assert isinstance(receiver, RTCRtpReceiver)
+        sender = transceiver.sender
+        assert isinstance(sender, RTCRtpSender)
+        for name in ("_ssrc", "_rtx_ssrc", "_stream_id", "_track_id", "_handle_rtcp_packet"):
+            assert hasattr(sender, name), name
+        assert hasattr(transceiver, "_codecs")
+        dtls = receiver.transport
+        for name in (
+            "_handle_rtp_data",
+            "_rtp_router",
+            "_rtp_header_extensions_map",
+            "_register_rtp_receiver",
+            "_register_rtp_sender",
+            "_send_rtp",
+        ):
+            assert hasattr(dtls, name), name
+        assert callable(aioice.ice.get_host_addresses)
+    finally:
+        await pc.close()
+
+
+async def test_our_peer_connections_never_use_a_default_stun_server() -> None:
+    pc = adapter.new_peer_connection([])
+    try:
+        pc.addTransceiver("audio")
+        gatherer = pc.getTransceivers()[0].receiver.transport.transport.iceGatherer
+        assert gatherer._connection.stun_server is None
+        assert gatherer._connection.turn_server is None
+    finally:
+        await pc.close()
+
+
+async def test_ice_hosts_can_be_restricted_to_loopback() -> None:
+    adapter.configure_ice_hosts(["127.0.0.1"])
+    assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1"]
+    adapter.configure_ice_hosts(None)
+    assert "127.0.0.1" in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+    adapter.configure_ice_hosts(["127.0.0.1"])
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.headers: list[RtpHeader] = []
+
+    async def on_rtp(self, data: bytes, header: RtpHeader, arrival_ms: int) -> None:
+        self.headers.append(header)
+
+
+@pytest.mark.webrtc
+async def test_adopted_receiver_forwards_bytes_and_never_decodes() -> None:
+    adapter.configure_ice_hosts(["127.0.0.1"])
+    sender_pc = adapter.new_peer_connection([])
+    sfu_pc = adapter.new_peer_connection([])
+    recorder = _Recorder()
+    adopted: list[adapter.ForwardingReceiver] = []
+
+    @sfu_pc.on("track")
+    def on_track(track: object) -> None:
+        for t in sfu_pc.getTransceivers():
+            if t.receiver.track is track:
+                adopted.append(adapter.adopt_receiver(t.receiver, recorder))
+
+    try:
+        sender_pc.addTransceiver(CounterVideoTrack("seam"), direction="sendonly")
+        await sender_pc.setLocalDescription(await sender_pc.createOffer())
+        await sfu_pc.setRemoteDescription(sender_pc.localDescription)
+        transceiver = sfu_pc.getTransceivers()[0]
+        codec = adapter.restrict_answer_codec(transceiver)
+        assert codec is not None and codec.name in ("vp8", "h264")
+        await sfu_pc.setLocalDescription(await sfu_pc.createAnswer())
+        await sender_pc.setRemoteDescription(sfu_pc.localDescription)
+        for _ in range(300):
+            if len(recorder.headers) > 50:
+                break
+            await asyncio.sleep(0.05)
+        assert len(recorder.headers) > 50
+        assert len(adopted) == 1
+        receiver = adopted[0]
+        assert receiver._RTCRtpReceiver__decoder_thread is None
+        assert adapter.threads_decoding() == []
+        # Receive statistics still run, so the publisher gets receiver reports.
+        assert sum(s["packets_received"] for s in receiver.rtp_statistics().values()) > 50
+    finally:
+        await sender_pc.close()
+        await sfu_pc.close()
