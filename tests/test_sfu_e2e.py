@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -22,7 +24,16 @@ def _counters_advance(p: SyntheticParticipant, other: str, minimum: int = 10) ->
     )
 
 
+async def _eventually(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
+    for _ in range(int(timeout_s / 0.2)):
+        if predicate():
+            return
+        await asyncio.sleep(0.2)
+    assert predicate()
+
+
 async def test_three_participants_see_and_hear_each_other(server) -> None:
+    started = time.monotonic()
     names = ["Alice", "Bob", "Carol"]
     people = [SyntheticParticipant(server.url, room="ward7", name=n) for n in names]
     try:
@@ -48,6 +59,24 @@ async def test_three_participants_see_and_hear_each_other(server) -> None:
                 assert len(producer.consumers) == 2
             for consumer in session.consumers.values():
                 assert consumer.forwarder.forwarded > 0
+            video = [p for p in session.producers.values() if str(p.kind) == "video"][0]
+            # Publishers hear from us: REMB from the abs-send-time estimator (its first
+            # estimate takes a few seconds) ...
+            await _eventually(lambda v=video: v.receiver.remb_sent > 0)
+            # ... and keyframe requests are debounced to about one a second per track, however
+            # many subscribers ask.
+            elapsed_s = time.monotonic() - started
+            assert 1 <= video.keyframes.sent <= elapsed_s + 2
+        # Receiver reports reach each publisher's aiortc sender.
+        for p in people:
+            for sender in p.publish_pc.getSenders():
+                for _ in range(100):
+                    stats = (await sender.getStats()).values()
+                    if any(s.type == "remote-inbound-rtp" for s in stats):
+                        break
+                    await asyncio.sleep(0.2)
+                else:
+                    raise AssertionError(f"no receiver report reached {p.name}'s {sender.kind}")
         # Client-side decoders are threads too; the SFU's share is what we check above, and the
         # number of live decoder threads equals what the 3 clients need (2 remote × 2 kinds each).
         assert len(threads_decoding()) <= 3 * 2 * 2

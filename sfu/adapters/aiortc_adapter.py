@@ -246,6 +246,7 @@ class ForwardingReceiver(RTCRtpReceiver):
     extension_ids: dict[str, int]
     packets_received: int
     packets_malformed: int
+    remb_sent: int
 
     async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
         # Mirrors RTCRtpReceiver.receive minus the decoder thread.
@@ -319,6 +320,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         )
         rtcp_ssrc = self._RTCRtpReceiver__rtcp_ssrc
         if remb is not None and rtcp_ssrc is not None:
+            self.remb_sent += 1
             await self._send_rtcp(
                 RtcpPsfbPacket(
                     fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
@@ -417,6 +419,7 @@ def adopt_receiver(receiver: RTCRtpReceiver, sink: IngressSink | None = None) ->
     fwd.negotiated = None
     fwd.packets_received = 0
     fwd.packets_malformed = 0
+    fwd.remb_sent = 0
     fwd._nack = (
         NackGenerator() if receiver._track is not None and receiver._track.kind == "video" else None
     )
