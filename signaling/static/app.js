@@ -198,7 +198,11 @@ async function main() {
     ui.roomName.textContent = room;
     setStatus('Requesting access…');
     jwt = await fetchDevToken(room, name, role);
-    if (!jwt) return;
+    if (!jwt) {
+      setStatus('Not connected');
+      offerRejoin('Could not join the consultation', '', 'Try again');
+      return;
+    }
   }
   const claims = decodeJwtPayload(jwt);
   if (claims && Array.isArray(claims.permissions)) tokenPermissions = claims.permissions;
@@ -376,7 +380,21 @@ async function startPublishing() {
     ui.btnMic.disabled = true;
     ui.btnCam.disabled = true;
     renderSelf();
+    // Receive-only: show the others a muted mic and camera-off rather than a silent tile.
+    sendMute('audio', true);
+    sendMute('video', true);
     return;
+  }
+  for (const track of localStream.getTracks()) {
+    track.addEventListener('ended', () => {
+      // Unplugged device, revoked permission or the OS took the camera away.
+      if (consilium.state !== 'joined') return;
+      const what = track.kind === 'audio' ? 'microphone' : 'camera';
+      showError(`Your ${what} stopped working; others can no longer ${
+        track.kind === 'audio' ? 'hear' : 'see'} you. Rejoin to try again.`,
+      { fatal: false, kind: 'warn' });
+      sendMute(track.kind, true);
+    });
   }
   ui.selfVideo.srcObject = localStream;
   ui.selfVideo.play().catch(() => { /* muted self-view: autoplay is allowed */ });
@@ -501,12 +519,11 @@ function renderSelf() {
   ui.selfView.classList.toggle('video-off', !hasVideo || videoState.muted);
   ui.selfView.classList.toggle('audio-off', !hasAudio || audioState.muted);
 
+  // Toggle buttons keep one name; aria-pressed (and the red style) carries the state.
   ui.btnMic.setAttribute('aria-pressed', String(audioState.muted));
-  ui.btnMic.querySelector('.txt').textContent = audioState.muted ? 'Unmute' : 'Mute';
-  ui.btnMic.title = audioState.muted ? 'Unmute microphone' : 'Mute microphone';
+  ui.btnMic.title = audioState.muted ? 'Microphone is muted: press to unmute' : 'Mute microphone';
   ui.btnCam.setAttribute('aria-pressed', String(videoState.muted));
-  ui.btnCam.querySelector('.txt').textContent = videoState.muted ? 'Start video' : 'Stop video';
-  ui.btnCam.title = videoState.muted ? 'Turn camera on' : 'Turn camera off';
+  ui.btnCam.title = videoState.muted ? 'Camera is off: press to turn it on' : 'Turn camera off';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -604,9 +621,11 @@ async function inboundVideoStats() {
     const report = await tr.receiver.getStats();
     report.forEach((s) => {
       if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        const codec = s.codecId ? report.get(s.codecId) : null;
         out.push({
           participantId: info.participantId,
           mid: String(tr.mid),
+          codec: codec ? codec.mimeType : null,
           framesDecoded: s.framesDecoded || 0,
           frameWidth: s.frameWidth || 0,
           frameHeight: s.frameHeight || 0,

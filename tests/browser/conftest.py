@@ -52,9 +52,16 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONSILIUM_")}
         env["PYTHONUNBUFFERED"] = "1"
         cmd = [
-            sys.executable, "-m", "signaling.cli", "serve",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--ice-host", "127.0.0.1",
+            sys.executable,
+            "-m",
+            "signaling.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--ice-host",
+            "127.0.0.1",
             *extra_args,
         ]
         self._log = log_path.open("wb")
@@ -131,10 +138,14 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Awaitable[ServerPro
 
 
 @pytest.fixture
-async def server(
+async def live_server(
     server_factory: Callable[..., Awaitable[ServerProcess]],
 ) -> ServerProcess:
-    """A dev-mode server (no secret: /api/dev-token is on)."""
+    """A dev-mode server subprocess (no secret: /api/dev-token is on).
+
+    Named apart from tests/conftest.py's in-process ``server``: the browser tests want the real
+    CLI entry point, exactly as a user starts it.
+    """
     return await server_factory()
 
 
