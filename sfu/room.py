@@ -354,6 +354,9 @@ def _check_publish_offer(sdp: str) -> None:
             counts[kind] += 1
     if sum(counts.values()) == 0:
         raise SfuError("bad-sdp", "the offer has no audio or video section")
+    # Media must be DTLS-SRTP keyed: an offer without a fingerprint cannot be secured.
+    if "\na=fingerprint:" not in sdp.replace("\r\n", "\n"):
+        raise SfuError("bad-sdp", "the offer has no DTLS fingerprint")
     for kind, n in counts.items():
         if n > MAX_TRACKS_PER_KIND:
             raise SfuError(
@@ -397,7 +400,9 @@ class Room:
             )
         if previous is not None:
             # The same person reconnecting (new tab, phone on a new network) replaces the old one.
-            await self.remove(previous, "duplicate-identity", notify_reason="duplicate-identity")
+            await self.remove(
+                previous, "duplicate-identity", notify_reason="duplicate-identity", keep_room=True
+            )
         session = Session(
             self,
             identity,
@@ -439,6 +444,7 @@ class Room:
         *,
         notify_reason: str | None = None,
         notify_code: str | None = None,
+        keep_room: bool = False,
     ) -> None:
         """Take a session out of the room; tell it why when the removal was not its own choice."""
         if self.sessions.get(session.identity) is not session:
@@ -469,7 +475,7 @@ class Room:
                 "reason": notify_reason or notify_code or reason,
             },
         )
-        if not self.sessions and not self.sfu.keeps_empty_room(self):
+        if not self.sessions and not keep_room and not self.sfu.keeps_empty_room(self):
             self.sfu.rooms.pop(self.id, None)
 
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,11 @@ async def _serve_socket(
     app: web.Application, ws: web.WebSocketResponse, link: WsLink
 ) -> Session | None:
     session: Session | None = None
-    async for msg in _messages(ws):
+
+    def joined() -> bool:
+        return session is not None
+
+    async for msg in _messages(ws, joined):
         if msg.type == WSMsgType.ERROR:
             break
         raw: str | bytes = msg.data
@@ -135,19 +139,18 @@ async def _serve_socket(
     return session
 
 
-async def _messages(ws: web.WebSocketResponse) -> AsyncIterator[Any]:
-    """Yield text/binary frames; close sockets that never join."""
-    joined_deadline = time.monotonic() + JOIN_TIMEOUT_S
+async def _messages(ws: web.WebSocketResponse, joined: Callable[[], bool]) -> AsyncIterator[Any]:
+    """Yield text/binary frames; close sockets that have not joined within JOIN_TIMEOUT_S."""
+    join_deadline = time.monotonic() + JOIN_TIMEOUT_S
     while not ws.closed:
         try:
-            timeout = max(0.1, joined_deadline - time.monotonic()) if joined_deadline else None
+            timeout = None if joined() else max(0.1, join_deadline - time.monotonic())
             msg = await ws.receive(timeout=timeout)
         except TimeoutError:
             await ws.send_json(error_message("not-joined", "no join message received", fatal=True))
             await ws.close()
             return
         if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-            joined_deadline = 0.0
             yield msg
         elif msg.type == WSMsgType.ERROR:
             exc = ws.exception()

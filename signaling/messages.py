@@ -278,6 +278,11 @@ def _is_bad_sdp_char(ch: str) -> bool:
     return code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF
 
 
+# Real lines stay well under 1 KiB (the longest are m= lines listing payload types and
+# a=candidate / a=fingerprint); anything far longer is an attack on a parser.
+MAX_SDP_LINE_CHARS = 4096
+
+
 def validate_sdp(sdp: str, *, max_media_sections: int = MAX_MEDIA_SECTIONS) -> None:
     """Cheap structural checks before an SDP reaches the WebRTC stack; raises ``bad-sdp``.
 
@@ -302,6 +307,10 @@ def validate_sdp(sdp: str, *, max_media_sections: int = MAX_MEDIA_SECTIONS) -> N
             raise ProtocolError("bad-sdp", f"SDP line {number} contains a stray CR")
         if len(line) < 2 or not ("a" <= line[0] <= "z") or line[1] != "=":
             raise ProtocolError("bad-sdp", f"SDP line {number} is not of the form 'x=...'")
+        if len(line) > MAX_SDP_LINE_CHARS:
+            raise ProtocolError(
+                "bad-sdp", f"SDP line {number} is longer than {MAX_SDP_LINE_CHARS} characters"
+            )
         if line[0] == "m":
             media_sections += 1
             if media_sections > max_media_sections:

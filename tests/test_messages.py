@@ -288,11 +288,20 @@ def test_invalid_sdp(sdp: str) -> None:
 
 
 def test_sdp_size_limit_is_64_kib() -> None:
-    head = "v=0\r\na="
-    exact = head + "x" * (65536 - len(head))
+    head = "v=0\r\n"
+    line = "a=" + "x" * 98 + "\r\n"  # 102 bytes; lines stay under the per-line limit
+    body = line * ((65536 - len(head)) // len(line))
+    exact = head + body + "a=" + "y" * (65536 - len(head) - len(body) - 2)
+    assert len(exact) == 65536
     validate_sdp(exact)
     with pytest.raises(ProtocolError):
         validate_sdp(exact + "x")
+
+
+def test_absurdly_long_sdp_line_is_refused() -> None:
+    validate_sdp("v=0\r\na=" + "x" * 4000 + "\r\n")
+    with pytest.raises(ProtocolError, match="longer than"):
+        validate_sdp("v=0\r\na=" + "x" * 5000 + "\r\n")
 
 
 def test_sdp_media_limit_is_a_parameter() -> None:

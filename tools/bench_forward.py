@@ -15,7 +15,6 @@ import asyncio
 import os
 import random
 import socket
-import subprocess
 import sys
 import time
 from typing import Any
@@ -138,19 +137,11 @@ async def macro_benchmark(seconds: float, subscribers: int) -> dict[str, float]:
 
     configure_ice_hosts(["127.0.0.1"])
     port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "signaling.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--ice-host",
-            "127.0.0.1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "signaling.cli", "serve", "--port", str(port), "--ice-host", "127.0.0.1"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     people: list[SyntheticParticipant] = []
@@ -195,7 +186,7 @@ async def macro_benchmark(seconds: float, subscribers: int) -> dict[str, float]:
         for p in people:
             await p.leave()
         proc.terminate()
-        proc.wait(timeout=10)
+        await asyncio.wait_for(proc.wait(), 10)
     packets = pkts1 - pkts0
     cpu = cpu1 - cpu0
     wall = t1 - t0
@@ -222,12 +213,10 @@ def main(argv: list[str] | None = None) -> int:
 
     micro = micro_benchmark()
     print("per-packet path, fan-out 1→3, same synthetic VP8 packets (µs CPU per egress copy):")
-    print(
-        f"  baseline aiortc RtpPacket parse+serialize : {micro['aiortc_object_path_us_per_egress']:6.2f}"
-    )
-    print(
-        f"  consilium bytes parse+forward+build       : {micro['consilium_byte_path_us_per_egress']:6.2f}"
-    )
+    baseline = micro["aiortc_object_path_us_per_egress"]
+    ours = micro["consilium_byte_path_us_per_egress"]
+    print(f"  baseline aiortc RtpPacket parse+serialize : {baseline:6.2f}")
+    print(f"  consilium bytes parse+forward+build       : {ours:6.2f}")
     if args.skip_macro:
         return 0
     macro = asyncio.run(macro_benchmark(args.seconds, args.subscribers))
