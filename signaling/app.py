@@ -71,6 +71,7 @@ class WsLink:
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
+        self.session: Session | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
         if not self.ws.closed:
@@ -87,11 +88,12 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     app[SOCKETS].add(ws)
     link = WsLink(ws)
-    session: Session | None = None
     try:
-        session = await _serve_socket(app, ws, link)
+        await _serve_socket(app, ws, link)
     finally:
+        # link.session, not a return value: a cancelled or failing handler must still leave.
         app[SOCKETS].discard(ws)
+        session = link.session
         if session is not None and not session.closed:
             await session.room.remove(session, "disconnected")
     return ws
@@ -114,7 +116,7 @@ async def _serve_socket(
             if session is None:
                 if not isinstance(parsed, Join):
                     raise ProtocolError("not-joined", "send a join message first")
-                session = await _join(app, parsed, link)
+                session = link.session = await _join(app, parsed, link)
                 continue
             session = await _handle(session, parsed, link)
             if session is None:
@@ -250,12 +252,13 @@ async def list_rooms(request: web.Request) -> web.Response:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    too_large = f"request bodies are limited to {MAX_MESSAGE_BYTES} bytes"
     if request.content_length is not None and request.content_length > MAX_MESSAGE_BYTES:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=MAX_MESSAGE_BYTES, actual_size=request.content_length
-        )
+        raise ProtocolError("too-large", too_large)
     try:
         body = await request.json() if request.can_read_body else {}
+    except web.HTTPRequestEntityTooLarge as exc:  # chunked bodies are only caught while reading
+        raise ProtocolError("too-large", too_large) from exc
     except ValueError as exc:
         raise ProtocolError("bad-json", "the request body is not valid JSON") from exc
     if not isinstance(body, dict):
@@ -269,8 +272,10 @@ async def create_room(request: web.Request) -> web.Response:
     try:
         body = await _json_body(request)
     except ProtocolError as exc:
-        return api_error(400, exc.code, exc.message)
-    room_id = body.get("id") or new_identity()
+        return api_error(413 if exc.code == "too-large" else 400, exc.code, exc.message)
+    room_id = body.get("id")
+    if room_id is None:
+        room_id = new_identity()
     max_participants = body.get("maxParticipants")
     if not isinstance(room_id, str) or not ROOM_ID.match(room_id):
         return api_error(400, "bad-field", "id must match [A-Za-z0-9_-]{1,64}")
@@ -343,7 +348,7 @@ async def remove_participant(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _mint(request: web.Request, body: dict[str, Any]) -> web.Response:
+def _mint(request: web.Request, body: dict[str, Any], status: int = 201) -> web.Response:
     authority = request.app[AUTHORITY]
     room = body.get("room")
     name = body.get("name")
@@ -384,7 +389,7 @@ def _mint(request: web.Request, body: dict[str, Any]) -> web.Response:
             "expiresAt": grant.expires_at,
             "url": f"/?token={token}",
         },
-        status=201,
+        status=status,
     )
 
 
@@ -394,7 +399,7 @@ async def mint_token(request: web.Request) -> web.Response:
     try:
         body = await _json_body(request)
     except ProtocolError as exc:
-        return api_error(400, exc.code, exc.message)
+        return api_error(413 if exc.code == "too-large" else 400, exc.code, exc.message)
     return _mint(request, body)
 
 
@@ -409,7 +414,7 @@ async def dev_token(request: web.Request) -> web.Response:
         "name": q.get("name", "Guest"),
         "role": q.get("role", "host"),
     }
-    return _mint(request, body)
+    return _mint(request, body, status=200)  # a GET: nothing new is stored
 
 
 async def index(request: web.Request) -> web.FileResponse:

@@ -94,6 +94,21 @@ def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return [a for a in _ice_hosts if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
 
+_stock_query_consent = aioice.ice.Connection.query_consent
+
+
+async def _query_consent(self: aioice.ice.Connection) -> None:
+    # aioice 0.13.0 race: close() during connect()'s last pacing sleep finds no consent task to
+    # cancel, then connect() starts one on the closed connection that never ends (a task leak
+    # per participant who leaves while ICE is finishing).
+    if self._closing:
+        return
+    await _stock_query_consent(self)
+
+
+aioice.ice.Connection.query_consent = _query_consent  # type: ignore[method-assign]
+
+
 def configure_ice_hosts(addresses: Iterable[str] | None) -> None:
     """Choose the host addresses ICE gathers on, for every peer connection of this process.
 
