@@ -19,6 +19,7 @@ CONTRACT_OPERATIONS = {
     ("delete", "/api/rooms/{room}"),
     ("get", "/api/rooms/{room}/participants"),
     ("delete", "/api/rooms/{room}/participants/{identity}"),
+    ("get", "/api/rooms/{room}/participants/{identity}/stats"),
     ("post", "/api/tokens"),
     ("get", "/api/dev-token"),
 }
