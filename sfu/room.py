@@ -57,12 +57,6 @@ class SfuSettings:
     max_participants: int = 8
 
 
-@dataclass
-class _Retire:
-    consumer: Consumer
-    transceiver: RTCRtpTransceiver
-
-
 class Session:
     """One participant's presence in a room."""
 
@@ -93,7 +87,7 @@ class Session:
         self.consumers: dict[str, Consumer] = {}  # producer id → consumer
         self._transceivers: dict[str, RTCRtpTransceiver] = {}  # producer id → m-line
         self._pending_add: list[Producer] = []
-        self._pending_retire: list[_Retire] = []
+        self._pending_retire: list[RTCRtpTransceiver] = []
         self._negotiation: asyncio.Task[None] | None = None
         self._answer: asyncio.Future[str] | None = None
         self._renegotiate = False
@@ -212,7 +206,7 @@ class Session:
             if consumer in producer.consumers:
                 producer.consumers.remove(consumer)
             if transceiver is not None:
-                self._pending_retire.append(_Retire(consumer, transceiver))
+                self._pending_retire.append(transceiver)
         if self._pending_retire:
             self._request_negotiation()
 
@@ -244,8 +238,8 @@ class Session:
                 return True
             self.subscriber_pc = self.room.sfu.new_peer_connection()
         pc = self.subscriber_pc
-        for retire in retires:
-            retire_transceiver(retire.transceiver)
+        for transceiver in retires:
+            retire_transceiver(transceiver)
         in_use = set(self._transceivers.values())
         for producer in adds:
             kind = str(producer.kind)

@@ -49,14 +49,13 @@ from aiortc.rtcrtpparameters import (
     RTCRtpReceiveParameters,
     RTCRtpSendParameters,
 )
-from aiortc.rtcrtpreceiver import NackGenerator, RemoteStreamTrack, StreamStatistics
+from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     RtcpByePacket,
-    RtcpPacket,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
     RtcpRrPacket,
@@ -703,12 +702,3 @@ def threads_decoding() -> list[str]:
     import threading
 
     return [t.name for t in threading.enumerate() if t.name.endswith("-decoder")]
-
-
-def is_remote_track(track: object) -> bool:
-    return isinstance(track, RemoteStreamTrack)
-
-
-def parse_rtcp(data: bytes) -> list[Any]:
-    """aiortc's RTCP parser, exposed for tests that feed garbage."""
-    return list(RtcpPacket.parse(data))
