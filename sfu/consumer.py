@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 from media.rtp import abs_send_time_value, build_rtp_packet, wrap_rtx_payload
 from media.vp8 import rewrite_vp8_descriptor
@@ -12,15 +13,26 @@ from sfu.adapters.aiortc_adapter import (
     URI_ABS_SEND_TIME,
     URI_AUDIO_LEVEL,
     URI_MID,
+    URI_TRANSPORT_CC,
     ForwardingSender,
 )
 from sfu.forwarder import Forwarder, IngressPacket
 from sfu.producer import Producer
-from sfu.vocabulary import DropReason, MediaKind
+from sfu.vocabulary import DropReason, LayerSelection, MediaKind, PauseReason
 
 # Enough for ~1 s of 720p video; issue 4 replaces this with a time-sized cache.
 RETRANSMIT_CACHE_PACKETS = 512
 RETRANSMIT_MIN_INTERVAL_MS = 100
+
+
+class TransportSequencer(Protocol):
+    """The subscriber connection's transport-wide sequence space (shared by all its tracks)."""
+
+    def next_transport_sequence(self) -> int: ...
+
+    def on_sent(self, sequence: int, now_ms: int, size: int, probe_cluster: int | None) -> None: ...
+
+    def on_remb(self, bitrate_bps: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -34,10 +46,17 @@ class _SentPacket:
 class Consumer:
     """Forwards one producer to one subscriber connection."""
 
-    def __init__(self, producer: Producer, subscriber_id: str, sender: ForwardingSender) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        subscriber_id: str,
+        sender: ForwardingSender,
+        transport: TransportSequencer | None = None,
+    ) -> None:
         self.producer = producer
         self.subscriber_id = subscriber_id
         self.sender = sender
+        self.transport = transport
         self.mid: str | None = None
         self.forwarder = Forwarder(
             kind=producer.kind,
@@ -45,15 +64,53 @@ class Consumer:
             clock_rate=producer.codec.clock_rate,
             initial_seq=random.randrange(0, 1 << 15),
             initial_ts=random.randrange(0, 1 << 32),
+            simulcast=producer.simulcast is not None,
         )
+        if producer.simulcast is not None:
+            # Start on the lowest layer; the allocator raises it as the estimate allows.
+            self.forwarder.set_target_layer(0)
+        # What the subscriber's page asked for (None = the tile is hidden: pause).
+        self.preferred_layer: int | None = producer.layer_count - 1
+        self.pinned = False
+        self.pause_reason: PauseReason | None = None
+        self.pauses = 0
         self.not_negotiated = 0
         self.retransmitted = 0
+        self.probe_packets = 0
         self.remb_bps: int | None = None
         self.fraction_lost = 0
         self._cache: OrderedDict[int, _SentPacket] = OrderedDict()
+        self._probe_cursor = 0
         self._rtx_seq = random.randrange(0, 1 << 15)
         self._now_ms = 0
         self.closed = False
+
+    # ------------------------------------------------------------------ layer state
+
+    @property
+    def kind(self) -> MediaKind:
+        return self.producer.kind
+
+    def selection(self) -> LayerSelection:
+        return self.forwarder.selection(self.preferred_layer)
+
+    def apply_target(
+        self, layer: int | None, pause_reason: PauseReason | None, now_ms: int
+    ) -> None:
+        """The allocator's verdict: switch (on the next keyframe of `layer`) or pause."""
+        if pause_reason is not None and self.pause_reason is None:
+            self.pauses += 1
+        self.pause_reason = pause_reason
+        if self.producer.kind is MediaKind.AUDIO:
+            self.forwarder.set_paused(layer is None)
+            return
+        if self.producer.simulcast is None:
+            self.forwarder.set_paused(layer is None)
+            if layer is not None and self.forwarder.waiting_for_keyframe:
+                self.producer.request_keyframe(now_ms, 0)
+            return
+        if self.forwarder.set_target_layer(layer) and layer is not None:
+            self.producer.request_keyframe(now_ms, layer)
 
     # ------------------------------------------------------------------ media path
 
@@ -67,7 +124,8 @@ class Consumer:
         decision = self.forwarder.forward(packet, now_ms)
         if decision.drop_reason is not None:
             if decision.request_keyframe:
-                self.producer.request_keyframe(now_ms)
+                target = self.forwarder.target_layer
+                self.producer.request_keyframe(now_ms, target if target is not None else 0)
             return
         header = packet.header
         payload: bytes | bytearray = data[header.payload_offset : header.payload_end]
@@ -77,22 +135,46 @@ class Consumer:
                 payload, packet.vp8, picture_id=decision.picture_id, tl0picidx=decision.tl0picidx
             )
         payload = bytes(payload)
+        extensions, transport_seq = self._extensions(header.extensions, now_ms)
         out = build_rtp_packet(
             payload_type=self.sender.negotiated.payload_type,
             marker=header.marker,
             sequence_number=decision.sequence_number,
             timestamp=decision.timestamp,
-            ssrc=self.sender._ssrc,
-            extensions=self._extensions(header.extensions, now_ms),
+            ssrc=self.sender.ssrc,
+            extensions=extensions,
             payload=payload,
         )
         if self.producer.kind is MediaKind.VIDEO:
             self._remember(decision.sequence_number, header.marker, decision.timestamp, payload)
-        await self.sender.send_rtp(out, decision.timestamp, len(payload))
+        await self._send(out, decision.timestamp, len(payload), transport_seq, now_ms, None)
 
-    def _extensions(self, incoming: dict[int, bytes], now_ms: int) -> list[tuple[int, bytes]]:
+    async def _send(
+        self,
+        packet: bytes,
+        timestamp: int,
+        payload_size: int,
+        transport_seq: int | None,
+        now_ms: int,
+        probe_cluster: int | None,
+    ) -> bool:
+        sent = await self.sender.send_rtp(packet, timestamp, payload_size)
+        if sent and transport_seq is not None and self.transport is not None:
+            self.transport.on_sent(transport_seq, now_ms, len(packet), probe_cluster)
+        return sent
+
+    def _transport_extension(self) -> tuple[list[tuple[int, bytes]], int | None]:
+        twcc_id = self.sender.extension_ids.get(URI_TRANSPORT_CC)
+        if twcc_id is None or self.transport is None:
+            return [], None
+        seq = self.transport.next_transport_sequence()
+        return [(twcc_id, seq.to_bytes(2, "big"))], seq
+
+    def _extensions(
+        self, incoming: dict[int, bytes], now_ms: int
+    ) -> tuple[list[tuple[int, bytes]], int | None]:
         ids = self.sender.extension_ids
-        out: list[tuple[int, bytes]] = []
+        out, transport_seq = self._transport_extension()
         mid_id = ids.get(URI_MID)
         if mid_id is not None and self.sender.mid:
             out.append((mid_id, self.sender.mid.encode()))
@@ -105,17 +187,55 @@ class Consumer:
             level = incoming.get(source_level_id)
             if level is not None:
                 out.append((level_id, level))
-        return out
+        return out, transport_seq
 
     def _remember(self, seq: int, marker: bool, timestamp: int, payload: bytes) -> None:
         self._cache[seq] = _SentPacket(marker, timestamp, payload, -RETRANSMIT_MIN_INTERVAL_MS)
         if len(self._cache) > RETRANSMIT_CACHE_PACKETS:
             self._cache.popitem(last=False)
 
+    def _rtx_packet(self, seq: int, sent: _SentPacket) -> tuple[bytes, int | None] | None:
+        codec = self.sender.negotiated
+        if codec is None or codec.rtx_payload_type is None:
+            return None
+        extensions, transport_seq = self._transport_extension()
+        packet = build_rtp_packet(
+            payload_type=codec.rtx_payload_type,
+            marker=sent.marker,
+            sequence_number=self._rtx_seq,
+            timestamp=sent.timestamp,
+            ssrc=self.sender.rtx_ssrc,
+            extensions=extensions,
+            payload=wrap_rtx_payload(seq, sent.payload),
+        )
+        self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+        return packet, transport_seq
+
+    async def send_probe(self, cluster_id: int, now_ms: int) -> int:
+        """Send one recent packet again over RTX as bandwidth-probe filler; bytes sent (0: none).
+
+        Real media as filler (like libwebrtc's redundant payloads) costs the receiver nothing:
+        a duplicate is discarded after the jitter buffer has it.
+        """
+        if self.closed or not self.sender.ready or not self._cache:
+            return 0
+        recent = list(self._cache.items())[-32:]
+        seq, sent = recent[self._probe_cursor % len(recent)]
+        self._probe_cursor += 1
+        built = self._rtx_packet(seq, sent)
+        if built is None:
+            return 0
+        packet, transport_seq = built
+        if not await self._send(packet, sent.timestamp, 0, transport_seq, now_ms, cluster_id):
+            return 0
+        self.probe_packets += 1
+        return len(packet)
+
     # ------------------------------------------------------------------ subscriber RTCP
 
     def on_keyframe_request(self) -> None:
-        self.producer.request_keyframe(self._now_ms)
+        target = self.forwarder.current_layer if self.producer.simulcast is not None else 0
+        self.producer.request_keyframe(self._now_ms, target if target is not None else 0)
 
     async def on_nack(self, sequence_numbers: list[int]) -> None:
         codec = self.sender.negotiated
@@ -126,32 +246,27 @@ class Consumer:
             if sent is None or self._now_ms - sent.last_retransmit_ms < RETRANSMIT_MIN_INTERVAL_MS:
                 continue
             sent.last_retransmit_ms = self._now_ms
-            if codec.rtx_payload_type is not None:
-                packet = build_rtp_packet(
-                    payload_type=codec.rtx_payload_type,
-                    marker=sent.marker,
-                    sequence_number=self._rtx_seq,
-                    timestamp=sent.timestamp,
-                    ssrc=self.sender._rtx_ssrc,
-                    extensions=(),
-                    payload=wrap_rtx_payload(seq, sent.payload),
-                )
-                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-            else:
+            built = self._rtx_packet(seq, sent)
+            if built is None:
+                extensions, transport_seq = self._transport_extension()
                 packet = build_rtp_packet(
                     payload_type=codec.payload_type,
                     marker=sent.marker,
                     sequence_number=seq,
                     timestamp=sent.timestamp,
-                    ssrc=self.sender._ssrc,
-                    extensions=(),
+                    ssrc=self.sender.ssrc,
+                    extensions=extensions,
                     payload=sent.payload,
                 )
-            if await self.sender.send_rtp(packet, sent.timestamp, 0):
+            else:
+                packet, transport_seq = built
+            if await self._send(packet, sent.timestamp, 0, transport_seq, self._now_ms, None):
                 self.retransmitted += 1
 
     def on_remb(self, bitrate_bps: int) -> None:
         self.remb_bps = bitrate_bps
+        if self.transport is not None:
+            self.transport.on_remb(bitrate_bps)
 
     def on_receiver_report(self, fraction_lost: int, packets_lost: int, jitter: int) -> None:
         self.fraction_lost = fraction_lost
@@ -163,15 +278,28 @@ class Consumer:
 
     def stats(self) -> dict[str, object]:
         drops = {str(k): v for k, v in self.forwarder.drops.items() if v}
+        selection = self.selection()
         return {
             "producerId": self.producer.id,
+            "participantId": self.producer.owner_id,
+            "kind": str(self.producer.kind),
             "mid": self.mid,
             "forwarded": self.forwarder.forwarded,
             "drops": drops,
             "notNegotiated": self.not_negotiated,
             "retransmitted": self.retransmitted,
+            "probePackets": self.probe_packets,
             "rembBps": self.remb_bps,
             "fractionLost": self.fraction_lost,
+            "layers": {
+                "simulcast": self.producer.simulcast is not None,
+                "preferred": selection.preferred,
+                "target": selection.target,
+                "current": selection.current,
+                "switches": self.forwarder.switches,
+                "pauses": self.pauses,
+                "pauseReason": str(self.pause_reason) if self.pause_reason else None,
+            },
         }
 
 

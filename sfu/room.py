@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from media.sdp_simulcast import add_simulcast_answer, parse_simulcast_offers
 from sfu.adapters.aiortc_adapter import (
     ForwardingReceiver,
     IceServer,
@@ -28,13 +29,18 @@ from sfu.adapters.aiortc_adapter import (
     retire_transceiver,
     reusable_transceiver,
     reuse_transceiver,
+    set_simulcast,
     set_sink,
+    set_transport_feedback,
     transceiver_of_receiver,
 )
 from sfu.consumer import Consumer
+from sfu.downlink import Downlink, now_ms
 from sfu.errors import SfuError
+from sfu.layers import preferred_layer_for
 from sfu.producer import Producer
-from sfu.vocabulary import MediaKind
+from sfu.speaker import ActiveSpeakerDetector
+from sfu.vocabulary import MediaKind, TileView
 
 log = logging.getLogger("consilium.sfu")
 
@@ -92,6 +98,10 @@ class Session:
         self._answer: asyncio.Future[str] | None = None
         self._renegotiate = False
         self._publish_lock = asyncio.Lock()
+        self.downlink = Downlink(
+            lambda: self.consumers.values(), room.dominant_speaker, self._send_in_background
+        )
+        self._background: set[asyncio.Task[None]] = set()
         self.closed = False
 
     # ------------------------------------------------------------------ description
@@ -116,13 +126,39 @@ class Session:
                     "codec": p.codec.name,
                     "packets": p.packets,
                     "keyframes": p.keyframes_seen,
-                    "keyframeRequestsSent": p.keyframes.sent,
+                    "keyframeRequestsSent": p.keyframe_requests_sent,
+                    "simulcast": list(p.rids),
+                    "layerBitrates": list(p.layers.bitrates(now_ms())),
+                    "activeLayers": list(p.dynacast.active()) if p.dynacast else None,
                     "consumers": len(p.consumers),
                 }
                 for p in self.producers.values()
             ],
             "consumers": [c.stats() for c in self.consumers.values()],
+            "downlink": self.downlink.snapshot(),
         }
+
+    # ------------------------------------------------------------------ what the page shows
+
+    def set_viewport(self, tiles: Iterable[TileView]) -> None:
+        """The page reports each remote video tile's rendered size and visibility."""
+        videos = {
+            c.producer.owner_id: c
+            for c in self.consumers.values()
+            if c.producer.kind is MediaKind.VIDEO
+        }
+        for tile in tiles:
+            video = videos.get(tile.participant_id)
+            if video is None:
+                continue
+            video.pinned = tile.pinned
+            if not tile.visible or tile.width <= 0 or tile.height <= 0:
+                video.preferred_layer = None
+            else:
+                video.preferred_layer = preferred_layer_for(
+                    tile.height, video.producer.layer_heights
+                )
+        self.downlink.allocate(now_ms())
 
     # ------------------------------------------------------------------ publishing
 
@@ -145,6 +181,7 @@ class Session:
                     if t.receiver.track is track:
                         adopted.append(adopt_receiver(t.receiver))
 
+            simulcast = parse_simulcast_offers(offer_sdp)
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
                 new_producers: list[Producer] = []
@@ -153,13 +190,19 @@ class Session:
                     codec = restrict_answer_codec(transceiver)
                     if codec is None:
                         raise SfuError("bad-sdp", f"no usable {transceiver.kind} codec offered")
+                    layers = simulcast.get(transceiver.mid or "")
                     producer = Producer(
                         producer_id=f"{self.identity}:{transceiver.kind}:{transceiver.mid}",
                         owner_id=self.identity,
                         kind=MediaKind(transceiver.kind),
                         codec=codec,
                         receiver=receiver,
+                        simulcast=layers,
                     )
+                    producer.mid = transceiver.mid
+                    producer.on_active_layers = self._send_active_layers
+                    producer.on_audio_level = self.room.speaker.on_level
+                    set_simulcast(receiver, layers)
                     set_sink(receiver, producer)
                     new_producers.append(producer)
                 answer = await pc.createAnswer()
@@ -179,7 +222,25 @@ class Session:
                 self.producers[producer.id] = producer
             if new_producers:
                 await self.room.on_producers_added(self, new_producers)
-            return str(pc.localDescription.sdp)
+            # aiortc's SDP model has no a=rid / a=simulcast: they go into the text we send.
+            return add_simulcast_answer(str(pc.localDescription.sdp), simulcast)
+
+    def _send_active_layers(self, producer: Producer, rids: tuple[str, ...]) -> None:
+        """Dynacast: tell this publisher which simulcast encodings anyone needs."""
+        self._send_in_background(
+            {"type": "publisher-layers", "mid": producer.mid, "active": list(rids)}
+        )
+
+    async def _send_quietly(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):  # a closing socket; its session is going away
+            await self.link.send(message)
+
+    def _send_in_background(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        task = asyncio.ensure_future(self._send_quietly(message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _close_publisher(self) -> None:
         pc, self.publisher_pc = self.publisher_pc, None
@@ -259,7 +320,7 @@ class Session:
                     track_id=producer.id,
                 )
             in_use.add(transceiver)
-            consumer = Consumer(producer, self.identity, sender)
+            consumer = Consumer(producer, self.identity, sender, self.downlink)
             sender._feedback = consumer
             self.consumers[producer.id] = consumer
             self._transceivers[producer.id] = transceiver
@@ -298,10 +359,17 @@ class Session:
         except Exception as exc:
             await self.room.remove(self, f"bad subscribe-answer: {exc}", notify_code="bad-sdp")
             return False
+        first = next(iter(self.consumers.values()), None)
+        if first is not None:
+            set_transport_feedback(first.sender, self.downlink.on_transport_feedback)
+        self.downlink.start()
         # A new consumer's first forwarded video must be a keyframe: ask now, not on first drop.
-        now_ms = int(time.monotonic() * 1000)
+        now = now_ms()
         for producer in adds:
-            producer.request_keyframe(now_ms)
+            added = self.consumers.get(producer.id)
+            layer = added.forwarder.target_layer if added is not None else 0
+            producer.request_keyframe(now, layer or 0)
+        self.downlink.allocate(now)
         return True
 
     def accept_answer(self, answer_sdp: str) -> None:
@@ -315,6 +383,9 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        await self.downlink.stop()
+        for pending in list(self._background):
+            pending.cancel()
         task = self._negotiation
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
@@ -365,6 +436,10 @@ class Room:
         self.max_participants = max_participants
         self.created_at = time.time()
         self.sessions: dict[str, Session] = {}
+        self.speaker = ActiveSpeakerDetector()
+
+    def dominant_speaker(self) -> str | None:
+        return self.speaker.dominant(now_ms())
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -445,6 +520,7 @@ class Room:
             await session.close()
             return
         del self.sessions[session.identity]
+        self.speaker.forget(session.identity)
         producers = list(session.producers.values())
         await session.close()
         for other in self.sessions.values():

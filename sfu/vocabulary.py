@@ -19,6 +19,7 @@ class DropReason(StrEnum):
     MALFORMED = "malformed"
     UNKNOWN_PAYLOAD_TYPE = "unknown-payload-type"
     NOT_NEGOTIATED = "not-negotiated"
+    LAYER_NOT_SELECTED = "layer-not-selected"
 
 
 class MediaKind(StrEnum):
@@ -68,4 +69,47 @@ class KeyframeRequest:
     reason: str
 
 
-# Later issues add LayerSelection (preferred / target / current) here; not implemented yet.
+# --------------------------------------------------------------------------- simulcast layers
+#
+# Layers are spatial simulcast indices, 0 = lowest resolution. Three words, used everywhere:
+#   preferred - the highest layer the subscriber wants (from its rendered tile size);
+#   target    - the layer the allocator chose for now (None = paused);
+#   current   - the layer actually being forwarded (None = nothing forwarded yet / paused).
+
+
+class PauseReason(StrEnum):
+    """Why a subscriber's video track has no target layer."""
+
+    NOT_WANTED = "not-wanted"  # tile hidden or minimised
+    NO_BANDWIDTH = "no-bandwidth"  # the estimate cannot afford even the lowest layer
+    NO_ACTIVE_LAYER = "no-active-layer"  # the publisher is sending no layer at all
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSelection:
+    """The layer state of one subscriber's copy of one video track."""
+
+    preferred: int | None
+    target: int | None
+    current: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """The allocator's verdict for one track of one subscriber."""
+
+    producer_id: str
+    target_layer: int | None  # None = paused (audio: always 0)
+    bitrate_bps: int  # what the chosen layer is expected to cost
+    pause_reason: PauseReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TileView:
+    """How a subscriber's page shows one remote participant's video (drives `preferred`)."""
+
+    participant_id: str
+    width: int  # rendered CSS pixels x devicePixelRatio
+    height: int
+    visible: bool  # False: hidden, minimised, off-screen or the page is in the background
+    pinned: bool = False

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from prometheus_client import CollectorRegistry
 
 from sfu.adapters.aiortc_adapter import configure_ice_hosts
 from sfu.errors import SfuError
@@ -36,10 +37,14 @@ from signaling.messages import (
     ProtocolError,
     Publish,
     SubscribeAnswer,
+    Viewport,
     error_message,
     parse_client_message,
     validate_sdp,
 )
+from signaling.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from signaling.metrics import registry_for
+from signaling.metrics import render as render_metrics
 
 log = logging.getLogger("consilium.signaling")
 
@@ -52,6 +57,7 @@ JOIN_TIMEOUT_S = 15.0
 SETTINGS = web.AppKey("settings", Settings)
 SFU = web.AppKey("sfu", Sfu)
 AUTHORITY = web.AppKey("authority", TokenAuthority)
+METRICS = web.AppKey("metrics", CollectorRegistry)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 
 
@@ -209,6 +215,8 @@ async def _handle(session: Session, message: Any, link: WsLink) -> Session | Non
         await session.room.set_muted(session, message.kind, message.muted)
     elif isinstance(message, Ping):
         await link.send({"type": "pong"})
+    elif isinstance(message, Viewport):
+        session.set_viewport(message.tiles)
     elif isinstance(message, Leave):
         await session.room.remove(session, "left")
         await link.close("left")
@@ -236,6 +244,14 @@ def _authorize(request: web.Request, room_id: str | None = None) -> web.Response
             return None
         return api_error(403, "forbidden", "this token has no admin permission")
     return api_error(401, "unauthorized", "send Authorization: Bearer <api key>")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; the API key guards it like the rest of the API."""
+    if (denied := _authorize(request)) is not None:
+        return denied
+    body = render_metrics(request.app[METRICS])
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -442,6 +458,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SFU] = Sfu(
         SfuSettings(ice_servers=settings.ice_servers, max_participants=settings.max_participants)
     )
+    app[METRICS] = registry_for(app[SFU])
     app[SOCKETS] = set()
     configure_ice_hosts(settings.ice_hosts)
 
@@ -457,6 +474,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(lifetime)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/api/rooms", list_rooms)
     app.router.add_post("/api/rooms", create_room)

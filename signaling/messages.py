@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
 
+from sfu.vocabulary import TileView
 from signaling.auth import is_valid_room_id
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ProtocolError",
     "Publish",
     "SubscribeAnswer",
+    "Viewport",
     "error_message",
     "parse_client_message",
     "server_message",
@@ -115,7 +117,17 @@ class Ping:
     pass
 
 
-ClientMessage: TypeAlias = Join | Publish | SubscribeAnswer | Mute | Leave | Ping
+@dataclass(frozen=True, slots=True)
+class Viewport:
+    """The page's remote video tiles: rendered size and visibility (simulcast layer choice)."""
+
+    tiles: tuple[TileView, ...]
+
+
+ClientMessage: TypeAlias = Join | Publish | SubscribeAnswer | Mute | Leave | Ping | Viewport
+
+MAX_VIEWPORT_TILES = 64
+MAX_TILE_PIXELS = 16384
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -236,6 +248,35 @@ def _parse_mute(obj: dict[str, Any]) -> Mute:
     raise ProtocolError("bad-field", "field 'kind' must be 'audio' or 'video'")
 
 
+def _parse_viewport(obj: dict[str, Any]) -> Viewport:
+    tiles = obj.get("tiles")
+    if not isinstance(tiles, list):
+        raise ProtocolError("bad-field", "field 'tiles' must be a list")
+    if len(tiles) > MAX_VIEWPORT_TILES:
+        raise ProtocolError("bad-field", f"at most {MAX_VIEWPORT_TILES} tiles may be reported")
+    parsed: list[TileView] = []
+    for tile in tiles:
+        if not isinstance(tile, dict):
+            raise ProtocolError("bad-field", "each tile must be an object")
+        width = _require_int(tile, "width")
+        height = _require_int(tile, "height")
+        if not (0 <= width <= MAX_TILE_PIXELS and 0 <= height <= MAX_TILE_PIXELS):
+            raise ProtocolError("bad-field", f"tile sizes must be 0..{MAX_TILE_PIXELS} pixels")
+        pinned = tile.get("pinned", False)
+        if not isinstance(pinned, bool):
+            raise ProtocolError("bad-field", "field 'pinned' is not a boolean")
+        parsed.append(
+            TileView(
+                participant_id=_require_str(tile, "participantId"),
+                width=width,
+                height=height,
+                visible=_require_bool(tile, "visible"),
+                pinned=pinned,
+            )
+        )
+    return Viewport(tiles=tuple(parsed))
+
+
 def parse_client_message(raw: str | bytes) -> ClientMessage:
     """Parse one WebSocket message; raises :class:`ProtocolError` and nothing else.
 
@@ -263,6 +304,8 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         return Leave()
     if type_ == "ping":
         return Ping()
+    if type_ == "viewport":
+        return _parse_viewport(obj)
     shown = type_ if len(type_) <= 40 else type_[:40] + "…"
     raise ProtocolError("unknown-type", f"unknown message type {shown!r}")
 

@@ -47,6 +47,7 @@ async def test_private_attributes_the_adapter_uses_still_exist() -> None:
         dtls = receiver.transport
         for name in (
             "_handle_rtp_data",
+            "_handle_rtcp_data",
             "_rtp_router",
             "_rtp_header_extensions_map",
             "_register_rtp_receiver",
@@ -57,6 +58,23 @@ async def test_private_attributes_the_adapter_uses_still_exist() -> None:
         assert callable(aioice.ice.get_host_addresses)
     finally:
         await pc.close()
+
+
+def test_negotiation_tables_carry_simulcast_and_transport_cc() -> None:
+    """aiortc's module-level codec/extension tables are what the adapter extends."""
+    from aiortc.codecs import CODECS, HEADER_EXTENSIONS, get_capabilities
+
+    video_uris = {e.uri for e in HEADER_EXTENSIONS["video"]}
+    assert {adapter.URI_TRANSPORT_CC, adapter.URI_RID, adapter.URI_REPAIRED_RID} <= video_uris
+    assert adapter.URI_TRANSPORT_CC in {e.uri for e in HEADER_EXTENSIONS["audio"]}
+    ids = {e.uri: e.id for kind in ("audio", "video") for e in HEADER_EXTENSIONS[kind]}
+    # Under BUNDLE one id means one extension across kinds.
+    assert len(set(ids.values())) == len(ids)
+    for codec in CODECS["video"]:
+        if not codec.mimeType.lower().endswith("/rtx"):
+            assert any(f.type == "transport-cc" for f in codec.rtcpFeedback), codec
+    caps = {c.uri for c in get_capabilities("video").headerExtensions}
+    assert adapter.URI_RID in caps
 
 
 async def test_our_peer_connections_never_use_a_default_stun_server() -> None:
@@ -82,7 +100,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.headers: list[RtpHeader] = []
 
-    async def on_rtp(self, data: bytes, header: RtpHeader, arrival_ms: int) -> None:
+    async def on_rtp(self, data: bytes, header: RtpHeader, arrival_ms: int, layer: int) -> None:
         self.headers.append(header)
 
 

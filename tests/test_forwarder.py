@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from media.rtp import RtpParseError, build_rtp_packet
 from sfu.forwarder import RETIRED_SSRC_HOLD_MS, Forwarder, IngressPacket, make_ingress_packet
-from sfu.vocabulary import DropReason, ForwardDecision, KeyframeRequest, MediaKind, drop
+from sfu.vocabulary import (
+    DropReason,
+    ForwardDecision,
+    KeyframeRequest,
+    LayerSelection,
+    MediaKind,
+    drop,
+)
 
 WRAP_STARTS = [0, 1, 65534, 65535]
 VP8_KEY = b"\x10\x02\x00\x9d\x01\x2a"
@@ -29,6 +36,7 @@ def vp8(
     tl0: int | None = None,
     padding_only: bool = False,
     arrival_ms: int = 0,
+    layer: int = 0,
 ) -> IngressPacket:
     if padding_only:
         payload = b""
@@ -51,7 +59,7 @@ def vp8(
         payload=payload,
         padding_size=200 if padding_only else 0,
     )
-    return make_ingress_packet(data, "video/VP8", arrival_ms)
+    return make_ingress_packet(data, "video/VP8", arrival_ms, layer=layer)
 
 
 def opus(seq: int, ts: int, *, ssrc: int = A) -> IngressPacket:
@@ -89,6 +97,7 @@ def test_drop_reason_values() -> None:
         "malformed",
         "unknown-payload-type",
         "not-negotiated",
+        "layer-not-selected",
     }
     assert str(DropReason.TOO_OLD) == "too-old"
     assert MediaKind("video") is MediaKind.VIDEO and MediaKind.AUDIO == "audio"
@@ -125,6 +134,8 @@ def test_make_ingress_packet_vp8() -> None:
     assert pkt.vp8 is not None and pkt.vp8.picture_id == 0x7FFF and pkt.vp8.tl0picidx == 255
     assert pkt.arrival_ms == 42
     assert pkt.payload_size == 5 + len(VP8_KEY)
+    assert pkt.layer == 0
+    assert vp8(1, 1, layer=2).layer == 2
     assert not hasattr(pkt, "__dict__")
 
 
@@ -450,3 +461,436 @@ def test_in_order_stream_yields_gapless_unique_output(
     assert f.forwarded + sum(f.drops.values()) == sum(
         e not in ("pause", "unpause", "new-ssrc") for e in events
     )
+
+
+# --- simulcast ----------------------------------------------------------------------------
+
+L0, L1, L2 = 0xA0, 0xA1, 0xA2  # one SSRC per simulcast layer
+LAYER_SSRCS = (L0, L1, L2)
+
+
+def simulcast_forwarder(initial_seq: int = 1000, initial_ts: int = 5000) -> Forwarder:
+    return Forwarder(MediaKind.VIDEO, "VP8", 90_000, initial_seq, initial_ts, simulcast=True)
+
+
+def test_ingress_packet_layer_defaults_to_zero_for_positional_callers() -> None:
+    pkt = vp8(1, 1)
+    positional = IngressPacket(pkt.header, pkt.source_ssrc, False, pkt.vp8, 0, pkt.payload_size)
+    assert positional.layer == 0
+    assert [f.name for f in dataclasses.fields(IngressPacket)][-1] == "layer"
+
+
+def test_non_simulcast_forwarder_ignores_layers() -> None:
+    f = video_forwarder(0, 0)
+    assert not f.simulcast
+    assert f.target_layer == 0 and f.current_layer is None
+    assert sent(f.forward(vp8(1, 0, key=True, layer=2), 0))[0] == 0
+    assert sent(f.forward(vp8(2, 0, layer=1), 0))[0] == 1
+    assert f.current_layer == 0 and f.switches == 0
+    assert f.selection(2) == LayerSelection(2, 0, 0)
+
+
+def test_non_simulcast_target_layer_maps_to_pause() -> None:
+    f = video_forwarder(0, 0)
+    f.forward(vp8(1, 0, key=True), 0)
+    assert f.set_target_layer(None) is False
+    assert f.paused and f.target_layer is None and f.current_layer is None
+    assert f.set_target_layer(0) is True  # resuming video needs a keyframe
+    assert not f.paused and f.waiting_for_keyframe
+    with pytest.raises(ValueError):
+        f.set_target_layer(1)
+    audio = Forwarder(MediaKind.AUDIO, "opus", 48_000, 0, 0)
+    audio.set_target_layer(None)
+    assert audio.set_target_layer(0) is False
+
+
+def test_simulcast_initial_state_targets_the_lowest_layer() -> None:
+    f = simulcast_forwarder()
+    assert f.simulcast
+    assert f.selection(2) == LayerSelection(2, 0, None)
+    assert f.waiting_for_keyframe and not f.paused
+    # Layer 1 is not the target: dropped, and a keyframe of layer 0 is needed.
+    assert f.forward(vp8(1, 0, ssrc=L1, key=True, layer=1), 0) is drop(
+        DropReason.LAYER_NOT_SELECTED, True
+    )
+    assert f.forward(vp8(1, 0, ssrc=L0, layer=0), 0) is drop(DropReason.LAYER_NOT_SELECTED, True)
+    assert sent(f.forward(vp8(2, 0, ssrc=L0, key=True, pic=9, layer=0), 0)) == (1000, 5000, 9, None)
+    assert f.selection(2) == LayerSelection(2, 0, 0)
+    assert not f.waiting_for_keyframe
+    # Settled: other layers are dropped without asking for keyframes.
+    assert f.forward(vp8(2, 0, ssrc=L1, key=True, layer=1), 0) is drop(
+        DropReason.LAYER_NOT_SELECTED
+    )
+    assert f.switches == 0  # starting is not a switch
+    assert f.drops[DropReason.LAYER_NOT_SELECTED] == 3
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "needs_keyframe"),
+    [(None, 0, True), (None, 2, True), (0, 0, False), (0, 1, True), (2, 0, True), (1, None, False)],
+)
+def test_set_target_layer_says_when_a_keyframe_is_needed(
+    current: int | None, target: int | None, needs_keyframe: bool
+) -> None:
+    f = simulcast_forwarder()
+    if current is not None:
+        f.set_target_layer(current)
+        f.forward(vp8(1, 0, ssrc=LAYER_SSRCS[current], key=True, layer=current), 0)
+    assert f.current_layer == current
+    assert f.set_target_layer(target) is needs_keyframe
+    assert f.target_layer == target
+    assert f.waiting_for_keyframe is needs_keyframe
+
+
+def test_set_target_layer_rejects_negative_layers() -> None:
+    with pytest.raises(ValueError):
+        simulcast_forwarder().set_target_layer(-1)
+
+
+class SimulcastSource:
+    """A publisher sending three simulcast layers, one VP8 frame at a time per layer.
+
+    Each layer has its own SSRC and its own (wrapping) seq / ts / PictureID / TL0PICIDX;
+    layer k sends k + 1 packets per frame, the layers of one frame interleaved 0, 1, 2.
+    """
+
+    def __init__(self, seqs: tuple[int, ...], tss: tuple[int, ...], pics: tuple[int, ...]):
+        self.seq = list(seqs)
+        self.ts = list(tss)
+        self.pic = list(pics)
+        self.tl0 = [250, 100, 0]
+
+    def frame(self, layer: int, key: bool, now_ms: int) -> list[IngressPacket]:
+        packets = []
+        for i in range(layer + 1):
+            packets.append(
+                vp8(
+                    self.seq[layer],
+                    self.ts[layer],
+                    ssrc=LAYER_SSRCS[layer],
+                    key=key and i == 0,
+                    pic=self.pic[layer],
+                    tl0=self.tl0[layer],
+                    layer=layer,
+                    arrival_ms=now_ms,
+                )
+            )
+            self.seq[layer] = (self.seq[layer] + 1) & 0xFFFF
+        self.ts[layer] = (self.ts[layer] + 3000) & 0xFFFFFFFF
+        self.pic[layer] = (self.pic[layer] + 1) & 0x7FFF
+        self.tl0[layer] = (self.tl0[layer] + 1) & 0xFF
+        return packets
+
+
+class ContinuityChecker:
+    """What a subscriber must see: seq +1 per packet, PictureID / TL0PICIDX +1 per frame,
+    timestamps increasing per frame, whatever layer each frame came from."""
+
+    def __init__(self) -> None:
+        self.last: ForwardDecision | None = None
+        self.frames: list[tuple[int, int]] = []  # (frame number, layer) forwarded
+
+    def check(self, d: ForwardDecision, pkt: IngressPacket, frame: int) -> None:
+        assert d.send and not d.request_keyframe
+        assert d.picture_id is not None and d.tl0picidx is not None
+        first = not self.frames or self.frames[-1] != (frame, pkt.layer)
+        last = self.last
+        if last is not None:
+            assert d.sequence_number == (last.sequence_number + 1) & 0xFFFF
+            assert last.picture_id is not None and last.tl0picidx is not None
+            if first:
+                assert d.picture_id == (last.picture_id + 1) & 0x7FFF
+                assert d.tl0picidx == (last.tl0picidx + 1) & 0xFF
+                assert 0 < (d.timestamp - last.timestamp) & 0xFFFFFFFF < 1 << 31
+            else:
+                assert (d.picture_id, d.tl0picidx, d.timestamp) == (
+                    last.picture_id,
+                    last.tl0picidx,
+                    last.timestamp,
+                )
+        if first:
+            self.frames.append((frame, pkt.layer))
+        self.last = d
+
+
+# One scenario, 30 frames: at frame -> the new target; per layer the frames that are
+# keyframes; the (frame, layer) pairs the subscriber receives.
+SWITCH_TARGETS: dict[int, int | None] = {3: 2, 10: 1, 15: None, 18: 1, 22: 0, 25: 2}
+SWITCH_KEYFRAMES: dict[int, set[int]] = {0: {0, 22}, 1: {12, 20}, 2: {1, 6, 27}}
+SWITCH_EXPECTED: list[tuple[int, int]] = (
+    # Up to 2 waits for layer 2's keyframe at frame 6, which comes after layer 0's
+    # packets of that frame: frame 6 goes out twice (both layers), timestamps apart.
+    [(n, 0) for n in range(0, 7)]
+    + [(n, 2) for n in range(6, 12)]
+    # Down to 1 waits for layer 1's keyframe at 12 (sent before layer 2's frame 12).
+    + [(n, 1) for n in range(12, 15)]
+    # Paused 15..17; target 1 again at 18, resumed by layer 1's keyframe at 20.
+    + [(20, 1), (21, 1)]
+    # Down to 0 at 22: layer 0's keyframe comes first in the frame.
+    + [(n, 0) for n in range(22, 28)]
+    + [(27, 2), (28, 2), (29, 2)]
+)
+
+
+@pytest.mark.parametrize("out_seq", WRAP_STARTS)
+@pytest.mark.parametrize("out_ts", [0, 0xFFFFFFFF - 4000])
+@pytest.mark.parametrize(
+    ("seqs", "tss", "pics"),
+    [
+        ((0, 0, 0), (0, 0, 0), (0, 0, 0)),
+        ((65530, 65534, 65535), (0xFFFFFFFF - 6000, 0xFFFFFFFF, 1), (32760, 32767, 32766)),
+        ((65535, 10, 65520), (0xFFFFFFFF - 2999, 77, 0xFFFFFFFF - 60000), (32767, 5, 32740)),
+    ],
+    ids=["zero", "near-wrap", "mixed"],
+)
+def test_simulcast_switches_are_seamless_across_wraps(
+    out_seq: int,
+    out_ts: int,
+    seqs: tuple[int, int, int],
+    tss: tuple[int, int, int],
+    pics: tuple[int, int, int],
+) -> None:
+    f = simulcast_forwarder(out_seq, out_ts)
+    src = SimulcastSource(seqs, tss, pics)
+    checker = ContinuityChecker()
+    requests: list[int] = []
+    for frame in range(30):
+        now = frame * 33
+        if frame in SWITCH_TARGETS:
+            f.set_target_layer(SWITCH_TARGETS[frame])
+        for layer in range(3):
+            for pkt in src.frame(layer, frame in SWITCH_KEYFRAMES[layer], now):
+                d = f.forward(pkt, now)
+                if d.send:
+                    checker.check(d, pkt, frame)
+                    assert pkt.layer == f.current_layer
+                elif f.target_layer is None:
+                    assert d is drop(DropReason.PAUSED)
+                else:
+                    assert d.drop_reason is DropReason.LAYER_NOT_SELECTED
+                    if d.request_keyframe:
+                        requests.append(frame)
+    assert checker.frames == SWITCH_EXPECTED
+    assert f.forwarded == sum(layer + 1 for _, layer in checker.frames)
+    # Ask for keyframes exactly while a switch is pending (not while paused or settled).
+    assert sorted(set(requests)) == [3, 4, 5, 6, 10, 11, 12, 18, 19, 20, 25, 26, 27]
+    # 0->2, 2->1, 1->0, 0->2 (the pause and resume on layer 1 is not a switch)
+    assert f.switches == 4
+    assert f.selection(2) == LayerSelection(2, 2, 2)
+
+
+def test_first_output_uses_initial_seq_and_ts() -> None:
+    f = simulcast_forwarder(65535, 0xFFFFFFFF)
+    f.set_target_layer(1)
+    assert sent(f.forward(vp8(7, 123, ssrc=L1, key=True, pic=4, tl0=1, layer=1), 0)) == (
+        65535,
+        0xFFFFFFFF,
+        4,
+        1,
+    )
+
+
+def test_switch_continues_seq_ts_and_picture_id() -> None:
+    f = simulcast_forwarder(65534, 0xFFFFFFFF - 100)
+    f.forward(vp8(100, 9000, ssrc=L0, key=True, pic=0x7FFE, tl0=255, layer=0), 1000)
+    last = sent(f.forward(vp8(101, 12_000, ssrc=L0, pic=0x7FFF, tl0=255, layer=0), 1033))
+    assert last[0] == 65535
+    assert f.set_target_layer(2)
+    got = sent(f.forward(vp8(40_000, 777, ssrc=L2, key=True, pic=3, tl0=9, layer=2), 1100))
+    assert got == (0, (last[1] + 67 * 90) & 0xFFFFFFFF, 0, 0)
+    nxt = sent(f.forward(vp8(40_001, 3777, ssrc=L2, pic=4, tl0=9, layer=2), 1133))
+    assert nxt == (1, (got[1] + 3000) & 0xFFFFFFFF, 1, 0)
+    assert f.current_ssrc == L2 and f.switches == 1
+
+
+def test_current_layer_keeps_flowing_until_the_target_keyframe() -> None:
+    f = simulcast_forwarder(0, 0)
+    assert f.set_target_layer(1)
+    f.forward(vp8(1, 0, ssrc=L1, key=True, layer=1), 0)
+    assert f.current_layer == 1
+    assert f.set_target_layer(0)  # downswitch: also waits for a keyframe (of layer 0)
+    assert sent(f.forward(vp8(2, 0, ssrc=L1, layer=1), 10))[0] == 1
+    assert f.forward(vp8(50, 0, ssrc=L0, layer=0), 10) is drop(DropReason.LAYER_NOT_SELECTED, True)
+    assert f.forward(vp8(3, 0, ssrc=L1, key=True, layer=1), 20) == ForwardDecision(
+        None, 2, 0, None, None, False
+    )
+    assert sent(f.forward(vp8(51, 0, ssrc=L0, key=True, layer=0), 30))[0] == 3
+    assert f.current_layer == 0
+    assert f.forward(vp8(4, 0, ssrc=L1, layer=1), 40) is drop(DropReason.LAYER_NOT_SELECTED)
+
+
+def test_retransmissions_of_the_old_layer_do_not_flip_back() -> None:
+    f = simulcast_forwarder(0, 0)
+    f.forward(vp8(10, 0, ssrc=L0, key=True, layer=0), 0)
+    f.forward(vp8(11, 0, ssrc=L0, layer=0), 10)
+    f.set_target_layer(1)
+    assert sent(f.forward(vp8(500, 0, ssrc=L1, key=True, layer=1), 20))[0] == 2
+    for seq in (10, 11, 12):  # late copies of layer 0, keyframe included
+        d = f.forward(vp8(seq, 0, ssrc=L0, key=seq == 10, layer=0), 30)
+        assert d is drop(DropReason.LAYER_NOT_SELECTED)
+    assert f.current_layer == 1 and f.current_ssrc == L1
+    assert sent(f.forward(vp8(501, 0, ssrc=L1, layer=1), 40))[0] == 3
+    # Even with layer 0 as the target again, a late copy of its old keyframe is no switch
+    # point: the packets after it were never forwarded.
+    assert f.set_target_layer(0)
+    assert f.forward(vp8(10, 0, ssrc=L0, key=True, layer=0), 50) is drop(
+        DropReason.LAYER_NOT_SELECTED, True
+    )
+    assert sent(f.forward(vp8(502, 0, ssrc=L1, layer=1), 60))[0] == 4
+    assert sent(f.forward(vp8(13, 0, ssrc=L0, key=True, layer=0), 70))[0] == 5
+    assert f.current_layer == 0 and f.switches == 2
+
+
+def test_reordered_packets_of_the_new_layer_after_a_switch() -> None:
+    f = simulcast_forwarder(100, 0)
+    f.forward(vp8(1, 0, ssrc=L0, key=True, layer=0), 0)
+    f.set_target_layer(1)
+    assert sent(f.forward(vp8(20, 0, ssrc=L1, key=True, layer=1), 10))[0] == 101
+    assert sent(f.forward(vp8(22, 0, ssrc=L1, layer=1), 10))[0] == 103
+    assert sent(f.forward(vp8(21, 0, ssrc=L1, layer=1), 10))[0] == 102
+    assert f.forward(vp8(19, 0, ssrc=L1, layer=1), 10) is drop(DropReason.TOO_OLD)
+
+
+def test_padding_in_simulcast() -> None:
+    f = simulcast_forwarder(0, 0)
+    f.forward(vp8(1, 0, ssrc=L0, key=True, layer=0), 0)
+    # Padding of the current layer leaves no gap; of another layer it asks for nothing.
+    assert f.forward(vp8(2, 0, ssrc=L0, padding_only=True, layer=0), 0) is drop(
+        DropReason.PADDING_ONLY
+    )
+    assert sent(f.forward(vp8(3, 0, ssrc=L0, layer=0), 0))[0] == 1
+    f.set_target_layer(2)
+    assert f.forward(vp8(9, 0, ssrc=L2, padding_only=True, layer=2), 0) is drop(
+        DropReason.PADDING_ONLY
+    )
+    assert f.forward(vp8(9, 0, ssrc=L1, padding_only=True, layer=1), 0) is drop(
+        DropReason.PADDING_ONLY
+    )
+    assert sent(f.forward(vp8(10, 0, ssrc=L2, key=True, layer=2), 0))[0] == 2
+
+
+def test_target_none_pauses_and_resume_waits_for_a_keyframe() -> None:
+    f = simulcast_forwarder(65535, 1000)
+    f.set_target_layer(1)
+    f.forward(vp8(5, 3000, ssrc=L1, key=True, pic=40, layer=1), 0)
+    f.forward(vp8(6, 6000, ssrc=L1, pic=41, layer=1), 33)
+    assert f.set_target_layer(None) is False
+    assert f.paused and f.selection(1) == LayerSelection(1, None, None)
+    assert not f.waiting_for_keyframe
+    for layer in range(3):
+        pkt = vp8(7, 9000, ssrc=LAYER_SSRCS[layer], key=True, layer=layer)
+        assert f.forward(pkt, 66) is drop(DropReason.PAUSED)
+    assert f.set_target_layer(1) is True
+    assert not f.paused
+    assert f.forward(vp8(8, 12_000, ssrc=L1, pic=43, layer=1), 100) is drop(
+        DropReason.LAYER_NOT_SELECTED, True
+    )
+    # The same stream resumes: seq right after the hole, the media clock kept exactly
+    # (not re-derived from the wall clock, which here says 467 ms passed, not 100).
+    assert sent(f.forward(vp8(9, 15_000, ssrc=L1, key=True, pic=44, layer=1), 500)) == (
+        1,
+        1000 + 12_000,
+        42,
+        None,
+    )
+    assert f.switches == 0
+    assert f.drops[DropReason.PAUSED] == 3
+
+
+def test_set_paused_works_with_simulcast_too() -> None:
+    f = simulcast_forwarder(0, 0)
+    f.forward(vp8(1, 0, ssrc=L0, key=True, layer=0), 0)
+    f.set_paused(True)
+    assert f.paused and f.current_layer is None and f.target_layer == 0
+    assert f.forward(vp8(2, 0, ssrc=L0, key=True, layer=0), 10) is drop(DropReason.PAUSED)
+    f.set_paused(False)
+    assert f.waiting_for_keyframe
+    assert f.forward(vp8(3, 0, ssrc=L0, layer=0), 20) is drop(DropReason.LAYER_NOT_SELECTED, True)
+    assert sent(f.forward(vp8(4, 0, ssrc=L0, key=True, layer=0), 30))[0] == 1
+
+
+def test_publisher_restart_on_the_current_layer_keeps_ssrc_change_behaviour() -> None:
+    f = simulcast_forwarder(0, 0)
+    f.set_target_layer(1)
+    f.forward(vp8(10, 0, ssrc=L1, key=True, pic=1, layer=1), 0)
+    f.forward(vp8(11, 0, ssrc=L1, pic=2, layer=1), 10)
+    new = 0xB1
+    assert f.forward(vp8(900, 0, ssrc=new, pic=70, layer=1), 20) is drop(
+        DropReason.WAITING_FOR_KEYFRAME, True
+    )
+    assert f.current_layer == 1 and f.waiting_for_keyframe
+    assert f.set_target_layer(1) is True  # still needs that keyframe
+    assert f.forward(vp8(12, 0, ssrc=L1, layer=1), 30) is drop(DropReason.TOO_OLD)
+    assert sent(f.forward(vp8(901, 0, ssrc=new, key=True, pic=71, layer=1), 40))[::2] == (2, 3)
+    assert f.switches == 0
+
+
+def test_simulcast_codec_without_keyframe_detection_switches_at_once() -> None:
+    f = Forwarder(MediaKind.VIDEO, "video/VP9", 90_000, 0, 0, simulcast=True)
+    data = build_rtp_packet(
+        payload_type=98, marker=False, sequence_number=1, timestamp=0, ssrc=L1, payload=b"\x00"
+    )
+    f.set_target_layer(1)
+    pkt = make_ingress_packet(data, "video/VP9", 0, layer=1)
+    assert sent(f.forward(pkt, 0))[0] == 0
+    assert f.current_layer == 1 and not f.waiting_for_keyframe
+
+
+sim_event = st.one_of(
+    st.tuples(st.just("frame"), st.frozensets(st.integers(0, 2))),  # layers with a keyframe
+    st.tuples(st.just("target"), st.sampled_from([None, 0, 1, 2])),
+    st.tuples(st.just("lose"), st.integers(0, 2)),  # one layer's next frame goes missing
+)
+
+
+@settings(max_examples=300)
+@given(
+    out_seq=st.sampled_from(WRAP_STARTS),
+    seqs=st.tuples(*[st.integers(0, 0xFFFF)] * 3),
+    tss=st.tuples(*[st.integers(0, 0xFFFFFFFF)] * 3),
+    pics=st.tuples(*[st.integers(0, 0x7FFF)] * 3),
+    events=st.lists(sim_event, max_size=60),
+)
+def test_simulcast_output_is_always_one_continuous_stream(
+    out_seq: int,
+    seqs: tuple[int, int, int],
+    tss: tuple[int, int, int],
+    pics: tuple[int, int, int],
+    events: list[tuple[str, object]],
+) -> None:
+    f = simulcast_forwarder(out_seq, 0xFFFFFFFF - 1000)
+    src = SimulcastSource(seqs, tss, pics)
+    checker = ContinuityChecker()
+    lost: set[int] = set()
+    frame = 0
+    for kind, value in events:
+        if kind == "target":
+            assert isinstance(value, int) or value is None
+            f.set_target_layer(value)
+            continue
+        if kind == "lose":
+            assert isinstance(value, int)
+            lost.add(value)
+            continue
+        assert isinstance(value, frozenset)
+        frame += 1
+        for layer in range(3):
+            packets = src.frame(layer, layer in value, frame * 33)
+            if layer in lost and layer != f.current_layer:
+                # Never arrives (losses of the forwarded layer would be gaps the
+                # subscriber NACKs; not what this test is about).
+                continue
+            for pkt in packets:
+                before = f.current_layer
+                d = f.forward(pkt, frame * 33)
+                if d.send:
+                    if before != pkt.layer:
+                        assert pkt.is_keyframe  # a layer only starts on a keyframe
+                    assert f.current_layer == pkt.layer == f.target_layer or before == pkt.layer
+                    checker.check(d, pkt, frame)
+                else:
+                    assert f.current_layer == before
+                    assert d.request_keyframe is (
+                        f.target_layer is not None and f.target_layer != f.current_layer
+                    )
+        lost.clear()

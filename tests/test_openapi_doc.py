@@ -13,6 +13,7 @@ DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 # (method, path) pairs of the shared contract's REST API.
 CONTRACT_OPERATIONS = {
     ("get", "/healthz"),
+    ("get", "/metrics"),
     ("get", "/api/rooms"),
     ("post", "/api/rooms"),
     ("get", "/api/rooms/{room}"),

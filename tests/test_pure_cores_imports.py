@@ -19,6 +19,12 @@ PURE_MODULES = [
     "sfu.rewriter",
     "sfu.keyframe",
     "sfu.forwarder",
+    "sfu.twcc",
+    "sfu.bwe",
+    "sfu.dynacast",
+    "sfu.speaker",
+    "media.sdp_simulcast",
+    "sfu.layers",
 ]
 FORBIDDEN = {"asyncio", "aiortc", "aioice", "aiohttp", "av"}
 OUR_PACKAGES = {"media", "sfu", "signaling", "jitter", "tools"}

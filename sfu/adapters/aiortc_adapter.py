@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,11 +40,13 @@ from aiortc import (
     RTCRtpTransceiver,
 )
 from aiortc import clock as aiortc_clock
-from aiortc.codecs import get_capabilities
+from aiortc.codecs import CODECS, HEADER_EXTENSIONS, get_capabilities
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import (
+    RTCRtcpFeedback,
     RTCRtpCodecCapability,
     RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
     RTCRtpParameters,
     RTCRtpReceiveParameters,
     RTCRtpSendParameters,
@@ -70,12 +72,56 @@ from aiortc.rtp import (
 )
 
 from media.rtp import RtpHeader, RtpParseError, parse_rtp_header, unwrap_rtx_payload
+from media.sdp_simulcast import URI_REPAIRED_RID as URI_REPAIRED_RID
+from media.sdp_simulcast import URI_RID as URI_RID
+from media.sdp_simulcast import SimulcastOffer
+from sfu.twcc import (
+    TWCC_URI,
+    TwccFeedback,
+    TwccParseError,
+    TwccRecorder,
+    parse_twcc,
+    split_rtcp_compound,
+)
 
 PINNED_AIORTC = "1.16.0"
 
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+URI_TRANSPORT_CC = TWCC_URI
+
+# How often a publisher gets transport-wide feedback from us (libwebrtc receivers use 50-250 ms).
+TWCC_FEEDBACK_INTERVAL_S = 0.1
+
+
+def _negotiate_more_than_aiortc() -> None:
+    """Offer/answer the header extensions and feedback an SFU needs, which aiortc leaves out.
+
+    - rid / repaired-rid: without them Chrome sends only its first simulcast encoding;
+    - transport-wide-cc (+ ``a=rtcp-fb:* transport-cc``): send-side bandwidth estimation on
+      both legs (publishers ramp up on our feedback; we estimate each subscriber's downlink).
+    IDs are shared across kinds under BUNDLE, so each URI gets one id in both lists.
+    """
+    wanted = {
+        "audio": [(4, URI_TRANSPORT_CC)],
+        "video": [(4, URI_TRANSPORT_CC), (10, URI_RID), (11, URI_REPAIRED_RID)],
+    }
+    for kind, extensions in wanted.items():
+        have = {e.uri for e in HEADER_EXTENSIONS[kind]}
+        for ext_id, uri in extensions:
+            if uri not in have:
+                HEADER_EXTENSIONS[kind].append(RTCRtpHeaderExtensionParameters(id=ext_id, uri=uri))
+    for kind in ("audio", "video"):
+        for codec in CODECS[kind]:
+            if codec.mimeType.lower().endswith("/rtx"):
+                continue
+            feedback = RTCRtcpFeedback(type="transport-cc")
+            if feedback not in codec.rtcpFeedback:
+                codec.rtcpFeedback.append(feedback)
+
+
+_negotiate_more_than_aiortc()
 
 # --------------------------------------------------------------------------- ICE configuration
 
@@ -238,9 +284,32 @@ def transceiver_of_receiver(pc: RTCPeerConnection, receiver: RTCRtpReceiver) -> 
 
 
 class IngressSink(Protocol):
-    """Receives every RTP packet of one publisher track, RTX already unwrapped."""
+    """Receives every RTP packet of one publisher track, RTX already unwrapped.
 
-    async def on_rtp(self, data: bytes, header: RtpHeader, arrival_ms: int) -> None: ...
+    ``layer`` is the simulcast layer (0 = lowest; always 0 without simulcast).
+    """
+
+    async def on_rtp(self, data: bytes, header: RtpHeader, arrival_ms: int, layer: int) -> None: ...
+
+
+class _TransportState:
+    """What we keep per DTLS transport (one per peer connection under max-bundle)."""
+
+    def __init__(self) -> None:
+        self.twcc_recorder: TwccRecorder | None = None
+        self.twcc_task: asyncio.Task[None] | None = None
+        self.twcc_sink: Callable[[TwccFeedback], None] | None = None
+        self.twcc_malformed = 0
+        self.ingress_tapped = False
+        self.rtcp_tapped = False
+
+
+def _transport_state(dtls: RTCDtlsTransport) -> _TransportState:
+    state: _TransportState | None = getattr(dtls, "_consilium_state", None)
+    if state is None:
+        state = _TransportState()
+        dtls._consilium_state = state
+    return state
 
 
 class ForwardingReceiver(RTCRtpReceiver):
@@ -254,12 +323,20 @@ class ForwardingReceiver(RTCRtpReceiver):
     _rtx_payload_types: dict[int, int]
     _codec_by_pt: dict[int, RTCRtpCodecParameters]
     _stats: dict[int, StreamStatistics]
-    _nack: NackGenerator | None
+    _nacks: dict[int, NackGenerator] | None
     _abs_send_time_id: int | None
+    _twcc_id: int | None
+    _rid_id: int | None
+    _repaired_rid_id: int | None
+    _twcc: TwccRecorder | None
+    simulcast: SimulcastOffer | None
+    layer_by_ssrc: dict[int, int]
+    ssrc_by_layer: dict[int, int]
     negotiated: NegotiatedCodec | None
     extension_ids: dict[str, int]
     packets_received: int
     packets_malformed: int
+    packets_unmapped: int
     remb_sent: int
 
     async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
@@ -277,12 +354,36 @@ class ForwardingReceiver(RTCRtpReceiver):
         self._rtx_original = {e.rtx.ssrc: e.ssrc for e in parameters.encodings if e.rtx is not None}
         self.negotiated = _codec_from_parameters(parameters)
         self.extension_ids = _extension_ids(parameters)
+        self._twcc_id = self.extension_ids.get(URI_TRANSPORT_CC)
+        self._rid_id = self.extension_ids.get(URI_RID)
+        self._repaired_rid_id = self.extension_ids.get(URI_REPAIRED_RID)
         self._abs_send_time_id = self.extension_ids.get(URI_ABS_SEND_TIME)
         transport: RTCDtlsTransport = self.transport
         transport._register_rtp_receiver(self, parameters)
         _install_ingress_tap(transport)
+        if self._twcc_id is not None:
+            self._twcc = _start_twcc_feedback(transport, self)
         self._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(self._run_rtcp())
         self._RTCRtpReceiver__started = True
+
+    def _layer_of(self, header: RtpHeader, rid_ext: int | None) -> int | None:
+        """Simulcast layer of a packet's SSRC, learnt from the rid extension on first sight."""
+        ssrc = header.ssrc
+        layer = self.layer_by_ssrc.get(ssrc)
+        if layer is not None:
+            return layer
+        offer = self.simulcast
+        if offer is None:
+            return 0
+        if rid_ext is None:
+            return None
+        value = header.extensions.get(rid_ext)
+        if value is None:
+            return None
+        layer = offer.layer_of(value.decode("ascii", "replace"))
+        if layer is not None:
+            self.layer_by_ssrc[ssrc] = layer
+        return layer
 
     async def consume(self, data: bytes, arrival_ms: int) -> None:
         """Fast path for one decrypted RTP packet routed to this receiver."""
@@ -294,6 +395,12 @@ class ForwardingReceiver(RTCRtpReceiver):
         self.packets_received += 1
         ssrc = header.ssrc
         self._RTCRtpReceiver__active_ssrc[ssrc] = aiortc_clock.current_datetime()
+        has_transport_seq = False
+        if self._twcc is not None and self._twcc_id is not None:
+            value = header.extensions.get(self._twcc_id)
+            if value is not None and len(value) == 2:
+                self._twcc.on_packet(int.from_bytes(value, "big"), arrival_ms, ssrc)
+                has_transport_seq = True
         codec = self._codec_by_pt.get(header.payload_type)
         if codec is None:
             return
@@ -302,24 +409,43 @@ class ForwardingReceiver(RTCRtpReceiver):
             stats = self._stats[ssrc] = StreamStatistics(codec.clockRate)
         stats.add(header)  # type: ignore[arg-type]  # duck-typed: seq and timestamp only
 
-        if self._abs_send_time_id is not None:
+        # A sender that stamps transport-wide sequence numbers estimates its own uplink from
+        # our feedback; REMB from aiortc's cruder receive-side estimator would only cap it.
+        if self._abs_send_time_id is not None and not has_transport_seq:
             await self._feed_remb(header, arrival_ms)
 
         apt = self._rtx_payload_types.get(header.payload_type)
         if apt is not None:
+            layer = self._layer_of(header, self._repaired_rid_id)
             original_ssrc = self._rtx_original.get(ssrc)
+            if original_ssrc is None and layer is not None:
+                original_ssrc = self.ssrc_by_layer.get(layer)
             if original_ssrc is None:
+                self.packets_unmapped += 1
                 return
             try:
                 data, header = _unwrap_rtx(data, header, apt, original_ssrc)
             except RtpParseError:
                 self.packets_malformed += 1
                 return
+        layer = self._layer_of(header, self._rid_id)
+        if layer is None:
+            # A simulcast SSRC we have not yet seen with its rid: nothing to map it to.
+            self.packets_unmapped += 1
+            return
+        if self.ssrc_by_layer.get(layer) != header.ssrc:
+            self.ssrc_by_layer[layer] = header.ssrc
+            self.layer_by_ssrc[header.ssrc] = layer
 
-        if self._nack is not None and self._nack.add(header):  # type: ignore[arg-type]
-            await self._send_rtcp_nack(header.ssrc, sorted(self._nack.missing))
+        nacks = self._nacks
+        if nacks is not None:
+            nack = nacks.get(header.ssrc)
+            if nack is None:
+                nack = nacks[header.ssrc] = NackGenerator()
+            if nack.add(header):  # type: ignore[arg-type]
+                await self._send_rtcp_nack(header.ssrc, sorted(nack.missing))
         if self._sink is not None:
-            await self._sink.on_rtp(data, header, arrival_ms)
+            await self._sink.on_rtp(data, header, arrival_ms, layer)
 
     async def _feed_remb(self, header: RtpHeader, arrival_ms: int) -> None:
         value = header.extensions.get(self._abs_send_time_id or -1)
@@ -346,8 +472,22 @@ class ForwardingReceiver(RTCRtpReceiver):
         # once per SSRC is fine.
         await self.consume(packet.serialize(), arrival_time_ms)
 
-    async def request_keyframe(self, media_ssrc: int) -> None:
+    async def request_keyframe(self, layer: int = 0) -> bool:
+        """PLI for one simulcast layer (or the only stream); False while its SSRC is unknown."""
+        media_ssrc = self.ssrc_by_layer.get(layer)
+        if media_ssrc is None:
+            return False
         await self._send_rtcp_pli(media_ssrc)
+        return True
+
+    @property
+    def rtcp_ssrc(self) -> int | None:
+        ssrc: int | None = self._RTCRtpReceiver__rtcp_ssrc
+        return ssrc
+
+    @property
+    def twcc_packets_recorded(self) -> int:
+        return self._twcc.packets_recorded if self._twcc is not None else 0
 
     def _handle_disconnect(self) -> None:
         pass  # no decoder thread to stop
@@ -398,9 +538,30 @@ class ForwardingReceiver(RTCRtpReceiver):
                 "packets_received": s.packets_received,
                 "packets_lost": s.packets_lost,
                 "jitter": s.jitter,
+                "layer": self.layer_by_ssrc.get(ssrc, -1),
             }
             for ssrc, s in self._stats.items()
         }
+
+
+def _start_twcc_feedback(dtls: RTCDtlsTransport, receiver: ForwardingReceiver) -> TwccRecorder:
+    """One transport-wide feedback loop per publisher transport (shared by its receivers)."""
+    state = _transport_state(dtls)
+    if state.twcc_recorder is None:
+        recorder = TwccRecorder(sender_ssrc=receiver.rtcp_ssrc or random.getrandbits(32))
+        state.twcc_recorder = recorder
+
+        async def feedback_loop() -> None:
+            while dtls.state not in ("closed", "failed"):
+                await asyncio.sleep(TWCC_FEEDBACK_INTERVAL_S)
+                if dtls.state != "connected":
+                    continue
+                for packet in recorder.build_feedback(time.monotonic() * 1000):
+                    with contextlib.suppress(ConnectionError):
+                        await dtls._send_rtp(packet)
+
+        state.twcc_task = asyncio.ensure_future(feedback_loop())
+    return state.twcc_recorder
 
 
 def _unwrap_rtx(
@@ -429,14 +590,20 @@ def adopt_receiver(receiver: RTCRtpReceiver, sink: IngressSink | None = None) ->
     fwd._rtx_payload_types = {}
     fwd._codec_by_pt = {}
     fwd._abs_send_time_id = None
+    fwd._twcc_id = None
+    fwd._rid_id = None
+    fwd._repaired_rid_id = None
+    fwd._twcc = None
+    fwd.simulcast = None
+    fwd.layer_by_ssrc = {}
+    fwd.ssrc_by_layer = {}
     fwd.extension_ids = {}
     fwd.negotiated = None
     fwd.packets_received = 0
     fwd.packets_malformed = 0
+    fwd.packets_unmapped = 0
     fwd.remb_sent = 0
-    fwd._nack = (
-        NackGenerator() if receiver._track is not None and receiver._track.kind == "video" else None
-    )
+    fwd._nacks = {} if receiver._track is not None and receiver._track.kind == "video" else None
     # The stock track would only ever receive decoded frames; nobody reads it.
     return fwd
 
@@ -445,9 +612,15 @@ def set_sink(receiver: ForwardingReceiver, sink: IngressSink | None) -> None:
     receiver._sink = sink
 
 
+def set_simulcast(receiver: ForwardingReceiver, offer: SimulcastOffer | None) -> None:
+    """The receiver's streams are RID simulcast layers (call before media flows)."""
+    receiver.simulcast = offer
+
+
 def _install_ingress_tap(dtls: RTCDtlsTransport) -> None:
     """Route decrypted RTP of known SSRCs straight to their ForwardingReceiver."""
-    if getattr(dtls, "_consilium_tapped", False):
+    state = _transport_state(dtls)
+    if state.ingress_tapped:
         return
     known: dict[int, ForwardingReceiver] = {}
     stock = dtls._handle_rtp_data
@@ -473,7 +646,35 @@ def _install_ingress_tap(dtls: RTCDtlsTransport) -> None:
             await stock(data, arrival_time_ms)
 
     dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
-    dtls._consilium_tapped = True
+    state.ingress_tapped = True
+
+
+def _install_rtcp_tap(dtls: RTCDtlsTransport) -> None:
+    """Take transport-wide feedback out of incoming RTCP before aiortc's parser sees it.
+
+    aiortc parses RTPFB FMT=15 as a generic NACK, and an FCI whose length is not a multiple of
+    four makes it drop the whole compound packet (PLIs and receiver reports with it).
+    """
+    state = _transport_state(dtls)
+    if state.rtcp_tapped:
+        return
+    stock = dtls._handle_rtcp_data
+
+    async def handle_rtcp_data(data: bytes) -> None:
+        feedback, rest = split_rtcp_compound(data)
+        for packet in feedback:
+            try:
+                parsed = parse_twcc(packet)
+            except TwccParseError:
+                state.twcc_malformed += 1
+                continue
+            if state.twcc_sink is not None:
+                state.twcc_sink(parsed)
+        if rest:
+            await stock(rest)
+
+    dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
+    state.rtcp_tapped = True
 
 
 # --------------------------------------------------------------------------- egress
@@ -515,8 +716,19 @@ class ForwardingSender(RTCRtpSender):
         self.negotiated = _codec_from_parameters(parameters)
         self.extension_ids = _extension_ids(parameters)
         self.transport._register_rtp_sender(self, parameters)
+        _install_rtcp_tap(self.transport)
         self._rtcp_task = asyncio.ensure_future(self._run_sender_reports())
         self._started_forwarding = True
+
+    @property
+    def ssrc(self) -> int:
+        value: int = self._ssrc
+        return value
+
+    @property
+    def rtx_ssrc(self) -> int:
+        value: int = self._rtx_ssrc
+        return value
 
     @property
     def ready(self) -> bool:
@@ -592,6 +804,19 @@ class ForwardingSender(RTCRtpSender):
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)
                 if self._ssrc in ssrcs:
                     feedback.on_remb(bitrate)
+
+
+def set_transport_feedback(
+    sender: ForwardingSender, sink: Callable[[TwccFeedback], None] | None
+) -> None:
+    """Deliver the transport-wide feedback of ``sender``'s connection to ``sink``."""
+    state = _transport_state(sender.transport)
+    state.twcc_sink = sink
+    _install_rtcp_tap(sender.transport)
+
+
+def twcc_malformed(sender: ForwardingSender) -> int:
+    return _transport_state(sender.transport).twcc_malformed
 
 
 def adopt_sender(

@@ -64,12 +64,19 @@ const REMOVED_MESSAGES = {
 const participants = new Map(); // participantId -> Participant (remote only)
 const tracksByMid = new Map(); // mid -> {mid, participantId, kind, name, role} (latest offer)
 
+const params = new URLSearchParams(window.location.search);
 const consilium = {
   state: 'connecting',
   self: null,
   participants,
   error: null,
   inboundVideoStats,
+  publishedLayers: [], // rids of our camera's simulcast encodings ([] = one layer)
+  activeLayers: null, // rids the server last asked us to encode (dynacast)
+  downlinkStats: null, // the server's view of our downlink (layers, estimate)
+  lastViewport: null,
+  reportViewport: () => reportViewport(true),
+  debug: params.get('debug') === '1',
 };
 window.consilium = consilium;
 
@@ -305,6 +312,11 @@ async function handleMessage(msg) {
     case 'error': return onServerError(msg);
     case 'removed': return onRemoved(msg);
     case 'pong': return undefined;
+    case 'publisher-layers': return onPublisherLayers(msg);
+    case 'downlink-stats':
+      consilium.downlinkStats = msg;
+      renderDebug();
+      return undefined;
     default:
       // New message types may appear within v1; ignoring them is the documented rule.
       return undefined;
@@ -410,7 +422,7 @@ async function startPublishing() {
     }
   });
   for (const track of localStream.getTracks()) {
-    const tr = pubPc.addTransceiver(track, { direction: 'sendonly', streams: [localStream] });
+    const tr = addPublishTransceiver(track);
     if (track.kind === 'video') preferVideoCodec(tr);
   }
   const offer = await pubPc.createOffer();
@@ -420,6 +432,61 @@ async function startPublishing() {
   // Tell the others about devices we do not have, so their tiles show it.
   if (localStream.getAudioTracks().length === 0) sendMute('audio', true);
   if (localStream.getVideoTracks().length === 0) sendMute('video', true);
+}
+
+// Simulcast: the camera is sent as up to three encodings (1/4, 1/2 and full size), lowest
+// first, so the server can give each viewer the one that fits their link and tile. Small
+// cameras get fewer layers; a browser that refuses encodings sends one stream.
+const SIMULCAST_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+];
+
+function simulcastEncodings(track) {
+  if (params.get('simulcast') === '0') return null;
+  const height = (track.getSettings && track.getSettings().height) || 0;
+  if (height >= 540) return SIMULCAST_LAYERS.map((e) => ({ ...e }));
+  if (height >= 270) {
+    return [
+      { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 300000 },
+      { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 900000 },
+    ];
+  }
+  return null;
+}
+
+function addPublishTransceiver(track) {
+  const init = { direction: 'sendonly', streams: [localStream] };
+  const encodings = track.kind === 'video' ? simulcastEncodings(track) : null;
+  if (encodings) {
+    try {
+      const tr = pubPc.addTransceiver(track, { ...init, sendEncodings: encodings });
+      consilium.publishedLayers = encodings.map((e) => e.rid);
+      return tr;
+    } catch (err) {
+      console.warn('consilium: simulcast refused, sending one layer', err);
+    }
+  }
+  consilium.publishedLayers = [];
+  return pubPc.addTransceiver(track, init);
+}
+
+// Dynacast: the server says which of our encodings anyone watches; the rest stop encoding.
+async function onPublisherLayers(msg) {
+  if (!pubPc || !Array.isArray(msg.active)) return;
+  consilium.activeLayers = msg.active;
+  for (const tr of pubPc.getTransceivers()) {
+    if (String(tr.mid) !== String(msg.mid) || !tr.sender || !tr.sender.track) continue;
+    const p = tr.sender.getParameters();
+    if (!p.encodings || p.encodings.length < 2) return;
+    let changed = false;
+    for (const e of p.encodings) {
+      const on = msg.active.includes(e.rid);
+      if (e.active !== on) { e.active = on; changed = true; }
+    }
+    if (changed) await tr.sender.setParameters(p);
+  }
 }
 
 async function getLocalMedia() {
@@ -639,6 +706,85 @@ async function inboundVideoStats() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Viewport reports: the size each remote tile is drawn at and whether it is seen at all. The
+// server picks each video's simulcast layer from it, and pauses videos nobody can see.
+
+const tileIntersecting = new Map(); // participantId -> bool (IntersectionObserver)
+let viewportTimer = null;
+const tileIntersection = 'IntersectionObserver' in window
+  ? new IntersectionObserver((entries) => {
+    for (const e of entries) tileIntersecting.set(e.target.dataset.participantId, e.isIntersecting);
+    scheduleViewport();
+  }) : null;
+const tileResize = 'ResizeObserver' in window ? new ResizeObserver(() => scheduleViewport()) : null;
+document.addEventListener('visibilitychange', () => scheduleViewport());
+window.addEventListener('resize', () => scheduleViewport());
+
+function observeTile(tile) {
+  if (tileIntersection) tileIntersection.observe(tile);
+  if (tileResize) tileResize.observe(tile);
+}
+
+function scheduleViewport() {
+  if (viewportTimer) return;
+  viewportTimer = setTimeout(() => { viewportTimer = null; reportViewport(false); }, 250);
+}
+
+function reportViewport(force) {
+  if (consilium.state !== 'joined' || !ws || ws.readyState !== WebSocket.OPEN) return;
+  const dpr = window.devicePixelRatio || 1;
+  const pageVisible = document.visibilityState !== 'hidden';
+  const tiles = [];
+  for (const pid of participants.keys()) {
+    const tile = tileFor(pid);
+    if (!tile) continue;
+    const rect = tile.querySelector('video').getBoundingClientRect();
+    const visible = pageVisible && rect.width > 0 && rect.height > 0
+      && tileIntersecting.get(pid) !== false;
+    tiles.push({
+      participantId: pid,
+      width: Math.round(rect.width * dpr),
+      height: Math.round(rect.height * dpr),
+      visible,
+      pinned: tile.classList.contains('pinned'),
+    });
+  }
+  const text = JSON.stringify(tiles);
+  if (!force && text === JSON.stringify(consilium.lastViewport)) return;
+  consilium.lastViewport = tiles;
+  send({ type: 'viewport', tiles });
+}
+
+// Debug overlay (?debug=1, or press Shift+D): each tile shows the server's layer choice.
+document.addEventListener('keydown', (ev) => {
+  if (ev.key === 'D' && ev.shiftKey && !(ev.target instanceof HTMLInputElement)) {
+    consilium.debug = !consilium.debug;
+    renderDebug();
+  }
+});
+
+function kbps(bps) {
+  return bps >= 1e6 ? `${(bps / 1e6).toFixed(1)} Mbit/s` : `${Math.round(bps / 1e3)} kbit/s`;
+}
+
+function renderDebug() {
+  const stats = consilium.downlinkStats;
+  for (const tile of ui.tiles.querySelectorAll('.tile')) {
+    const el = tile.querySelector('.debug');
+    if (!el) continue;
+    el.hidden = !consilium.debug || !stats;
+    if (el.hidden) continue;
+    const t = (stats.tracks || []).find((x) => x.participantId === tile.dataset.participantId);
+    const layer = (n) => (n === null || n === undefined ? '–' : String(n));
+    el.textContent = t ? [
+      `layer ${layer(t.current)} → ${layer(t.target)} (wants ${layer(t.preferred)})`,
+      t.pauseReason ? `paused: ${t.pauseReason}` : `${t.switches} switches`,
+      `downlink ${kbps(stats.estimateBps)} (${stats.feedback || 'no feedback'})`,
+    ].join('\n') : `downlink ${kbps(stats.estimateBps)}`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Participant tiles.
 
 function upsertParticipant(p) {
@@ -656,6 +802,8 @@ function upsertParticipant(p) {
 
 function removeParticipant(id) {
   participants.delete(id);
+  tileIntersecting.delete(id);
+  scheduleViewport();
   const tile = tileFor(id);
   if (tile) {
     const v = tile.querySelector('video');
@@ -688,8 +836,11 @@ function ensureTile(p) {
       <span class="indicator cam-off" title="Camera off">
         <svg viewBox="0 0 24 24" aria-hidden="true"><use href="#i-cam-off"/></svg>
       </span>
-    </div>`;
+    </div>
+    <pre class="debug" hidden></pre>`;
   ui.tiles.append(tile);
+  observeTile(tile);
+  scheduleViewport();
   return tile;
 }
 

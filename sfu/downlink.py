@@ -1,0 +1,251 @@
+"""One subscriber connection's downlink: transport-wide sequencing, the bandwidth estimate,
+the allocation of that estimate over the subscriber's tracks, and probing.
+
+The decisions live in pure cores (SendHistory, DownlinkEstimator, Allocator); this shell feeds
+them with feedback and time, and applies their verdicts to the Consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+
+from sfu.bwe import DownlinkEstimator, ProbeCluster
+from sfu.consumer import Consumer
+from sfu.layers import AllocationResult, Allocator, TrackDemand
+from sfu.twcc import SendHistory, TwccFeedback
+from sfu.vocabulary import MediaKind
+
+ALLOCATE_INTERVAL_S = 0.2
+REPORT_EVERY_TICKS = 5  # the subscriber's page gets its layer/estimate state once a second
+# Subscribers that never send TWCC feedback nor REMB (some clients) are not limited after this.
+NO_FEEDBACK_GRACE_MS = 5000
+UNLIMITED_BPS = 1_000_000_000
+REMB_FLOOR_HEADROOM = 1.25
+# Padding is sent in slices this long while a probe cluster runs.
+PROBE_SLICE_MS = 10
+# Priorities of video tracks (audio always comes first).
+PRIORITY_PINNED = 3
+PRIORITY_SPEAKER = 2
+PRIORITY_OTHER = 1
+
+
+def now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+def _lowest_layers_bps(demands: Iterable[TrackDemand]) -> int:
+    """What audio plus the lowest arriving layer of every wanted video costs."""
+    total = 0
+    for demand in demands:
+        if demand.preferred_layer is None and demand.kind is MediaKind.VIDEO:
+            continue
+        total += next((bps for bps in demand.layer_bitrates if bps > 0), 0)
+    return total
+
+
+class Downlink:
+    """Bandwidth estimation and allocation for one subscriber peer connection."""
+
+    def __init__(
+        self,
+        consumers: Callable[[], Iterable[Consumer]],
+        dominant_speaker: Callable[[], str | None] = lambda: None,
+        report: Callable[[dict[str, object]], None] | None = None,
+    ) -> None:
+        self._consumers = consumers
+        self._dominant_speaker = dominant_speaker
+        self._report = report
+        self.history = SendHistory()
+        self.estimator = DownlinkEstimator()
+        self.allocator = Allocator()
+        self.last_result: AllocationResult | None = None
+        self.feedback_reports = 0
+        self.remb_reports = 0
+        self._first_send_ms: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ TransportSequencer
+
+    def next_transport_sequence(self) -> int:
+        return self.history.next_sequence()
+
+    def on_sent(self, sequence: int, now: int, size: int, probe_cluster: int | None) -> None:
+        if self._first_send_ms is None:
+            self._first_send_ms = now
+        self.history.on_sent(sequence, now, size, probe_cluster)
+
+    def on_remb(self, bitrate_bps: int) -> None:
+        self.remb_reports += 1
+        self.estimator.on_remb(bitrate_bps, now_ms())
+
+    # ------------------------------------------------------------------ feedback
+
+    def on_transport_feedback(self, feedback: TwccFeedback) -> None:
+        now = now_ms()
+        self.feedback_reports += 1
+        results = self.history.on_feedback(feedback, now)
+        if results:
+            self.estimator.on_packet_results(results, now)
+
+    @property
+    def has_feedback(self) -> bool:
+        return self.feedback_reports > 0 or self.remb_reports > 0
+
+    def available_bps(self, now: int) -> int:
+        if self.has_feedback:
+            return self.estimator.estimate_bps
+        if self._first_send_ms is not None and now - self._first_send_ms > NO_FEEDBACK_GRACE_MS:
+            return UNLIMITED_BPS  # a client that gives no feedback cannot be estimated
+        return self.estimator.estimate_bps
+
+    # ------------------------------------------------------------------ allocation
+
+    def _demand(self, consumer: Consumer, now: int, speaker: str | None) -> TrackDemand:
+        producer = consumer.producer
+        if producer.kind is MediaKind.AUDIO:
+            bitrate = max(producer.layers.bitrate_bps(0, now), 1)
+            return TrackDemand(producer.id, MediaKind.AUDIO, 0, 0, (bitrate,), 0)
+        if consumer.pinned:
+            priority = PRIORITY_PINNED
+        elif speaker is not None and producer.owner_id == speaker:
+            priority = PRIORITY_SPEAKER
+        else:
+            priority = PRIORITY_OTHER
+        preferred = consumer.preferred_layer
+        if preferred is not None:
+            preferred = min(preferred, producer.layer_count - 1)
+        return TrackDemand(
+            producer_id=producer.id,
+            kind=MediaKind.VIDEO,
+            priority=priority,
+            preferred_layer=preferred,
+            layer_bitrates=producer.layers.bitrates(now),
+            current_layer=consumer.forwarder.current_layer,
+        )
+
+    def allocate(self, now: int) -> AllocationResult:
+        consumers = [c for c in self._consumers() if not c.closed]
+        speaker = self._dominant_speaker()
+        demands = [self._demand(c, now, speaker) for c in consumers]
+        budget = self.available_bps(now)
+        if self.feedback_reports == 0:
+            # REMB only (or nothing yet): a receive-side REMB follows what arrives, so pausing on
+            # it would never let the video back. It may choose layers, but never pause one.
+            # (With the allocator's upgrade headroom, so that a paused video can come back.)
+            budget = max(budget, int(_lowest_layers_bps(demands) * REMB_FLOOR_HEADROOM))
+        result = self.allocator.allocate(budget, demands, now)
+        by_id = {a.producer_id: a for a in result.allocations}
+        for consumer in consumers:
+            allocation = by_id.get(consumer.producer.id)
+            if allocation is not None:
+                consumer.apply_target(allocation.target_layer, allocation.pause_reason, now)
+        self.last_result = result
+        if (
+            self.has_feedback
+            and result.wanted_bps > self.estimator.estimate_bps
+            and (self._probe_task is None or self._probe_task.done())
+        ):
+            cluster = self.estimator.maybe_probe(now, result.wanted_bps)
+            if cluster is not None:
+                self._probe_task = asyncio.ensure_future(self._probe(cluster, consumers))
+        return result
+
+    async def _probe(self, cluster: ProbeCluster, consumers: list[Consumer]) -> None:
+        """Send filler at the cluster's rate so the estimate can climb past what media uses."""
+        video = [c for c in consumers if c.kind is MediaKind.VIDEO]
+        if not video:
+            return
+        bytes_per_slice = cluster.rate_bps * PROBE_SLICE_MS / 8000
+        start = now_ms()
+        sent_total = 0
+        packets = 0
+        index = 0
+        while True:
+            now = now_ms()
+            elapsed = now - start
+            if elapsed >= cluster.duration_ms and packets >= cluster.min_packets:
+                return
+            if elapsed >= 3 * cluster.duration_ms:
+                return  # nothing to send with: give up rather than run on
+            budget = bytes_per_slice * (elapsed // PROBE_SLICE_MS + 1) - sent_total
+            misses = 0
+            while budget > 0 and misses < len(video):
+                size = await video[index % len(video)].send_probe(cluster.cluster_id, now)
+                index += 1
+                if size == 0:
+                    misses += 1
+                    continue
+                budget -= size
+                sent_total += size
+                packets += 1
+            await asyncio.sleep(PROBE_SLICE_MS / 1000)
+
+    # ------------------------------------------------------------------ lifetime
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(ALLOCATE_INTERVAL_S)
+            self.tick(now_ms())
+            ticks += 1
+            if self._report is not None and ticks % REPORT_EVERY_TICKS == 0:
+                self._report(self.report())
+
+    def tick(self, now: int) -> None:
+        # Kept out of _run: a sleeping loop must not hold the last producer it looked at.
+        self.allocate(now)
+        for producer in {c.producer for c in self._consumers()}:
+            producer.update_dynacast(now)
+
+    def report(self) -> dict[str, object]:
+        """What the subscriber's page shows in its debug overlay."""
+        tracks = []
+        for consumer in self._consumers():
+            if consumer.closed or consumer.kind is not MediaKind.VIDEO:
+                continue
+            selection = consumer.selection()
+            tracks.append(
+                {
+                    "participantId": consumer.producer.owner_id,
+                    "mid": consumer.mid,
+                    "simulcast": consumer.producer.simulcast is not None,
+                    "preferred": selection.preferred,
+                    "target": selection.target,
+                    "current": selection.current,
+                    "switches": consumer.forwarder.switches,
+                    "pauses": consumer.pauses,
+                    "pauseReason": str(consumer.pause_reason) if consumer.pause_reason else None,
+                }
+            )
+        return {"type": "downlink-stats", **self.snapshot(), "tracks": tracks}
+
+    async def stop(self) -> None:
+        for task in (self._task, self._probe_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = None
+        self._probe_task = None
+
+    def snapshot(self) -> dict[str, object]:
+        now = now_ms()
+        result = self.last_result
+        return {
+            "estimateBps": self.estimator.estimate_bps,
+            "availableBps": self.available_bps(now),
+            "feedback": "twcc"
+            if self.feedback_reports
+            else ("remb" if self.remb_reports else None),
+            "wantedBps": result.wanted_bps if result else 0,
+            "allocatedBps": result.allocated_bps if result else 0,
+            "estimator": self.estimator.snapshot(),
+        }

@@ -1,0 +1,154 @@
+"""Prometheus metrics, read from the SFU's own counters at scrape time.
+
+Nothing is counted twice and the packet path pays nothing for metrics: the collector walks
+rooms, sessions, producers and consumers when Prometheus asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sfu.downlink import now_ms
+from sfu.room import Sfu
+from sfu.vocabulary import MediaKind
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _layer(value: int | None) -> float:
+    return -1.0 if value is None else float(value)  # -1 = none (paused / nothing yet)
+
+
+class SfuCollector(Collector):
+    def __init__(self, sfu: Sfu) -> None:
+        self._sfu = sfu
+
+    def collect(self) -> Iterator[Metric]:
+        now = now_ms()
+        rooms = GaugeMetricFamily("consilium_rooms", "Rooms open in this process")
+        participants = GaugeMetricFamily(
+            "consilium_participants", "Participants connected", labels=["room"]
+        )
+        received = CounterMetricFamily(
+            "consilium_received_packets",
+            "RTP packets received from publishers",
+            labels=["room", "participant", "kind"],
+        )
+        layer_bitrate = GaugeMetricFamily(
+            "consilium_publisher_layer_bitrate_bps",
+            "Bitrate a publisher sends per simulcast layer (0 = not arriving)",
+            labels=["room", "participant", "layer"],
+        )
+        keyframe_requests = CounterMetricFamily(
+            "consilium_keyframe_requests", "PLIs sent to publishers", labels=["room", "participant"]
+        )
+        forwarded = CounterMetricFamily(
+            "consilium_forwarded_packets",
+            "RTP packets forwarded to subscribers",
+            labels=["room", "subscriber", "publisher", "kind"],
+        )
+        dropped = CounterMetricFamily(
+            "consilium_dropped_packets",
+            "Packets not forwarded, by reason",
+            labels=["room", "subscriber", "reason"],
+        )
+        estimate = GaugeMetricFamily(
+            "consilium_downlink_estimate_bps",
+            "Bandwidth estimate of a subscriber's downlink",
+            labels=["room", "subscriber"],
+        )
+        layer = GaugeMetricFamily(
+            "consilium_subscriber_layer",
+            "Simulcast layer of a subscribed video (state: preferred/target/current; -1 = none)",
+            labels=["room", "subscriber", "publisher", "state"],
+        )
+        switches = CounterMetricFamily(
+            "consilium_layer_switches",
+            "Simulcast layer switches",
+            labels=["room", "subscriber", "publisher"],
+        )
+        pauses = CounterMetricFamily(
+            "consilium_video_pauses",
+            "Times a subscribed video was paused",
+            labels=["room", "subscriber", "publisher"],
+        )
+        probes = CounterMetricFamily(
+            "consilium_probe_packets",
+            "Padding packets sent to probe a downlink",
+            labels=["room", "subscriber"],
+        )
+        rooms.add_metric([], len(self._sfu.rooms))
+        for room in list(self._sfu.rooms.values()):
+            participants.add_metric([room.id], len(room.sessions))
+            for session in list(room.sessions.values()):
+                for producer in list(session.producers.values()):
+                    received.add_metric(
+                        [room.id, session.identity, str(producer.kind)], producer.packets
+                    )
+                    if producer.kind is MediaKind.VIDEO:
+                        keyframe_requests.add_metric(
+                            [room.id, session.identity], producer.keyframe_requests_sent
+                        )
+                        for index, bps in enumerate(producer.layers.bitrates(now)):
+                            layer_bitrate.add_metric([room.id, session.identity, str(index)], bps)
+                drops: dict[str, int] = {}
+                probe_packets = 0
+                for consumer in list(session.consumers.values()):
+                    publisher = consumer.producer.owner_id
+                    kind = str(consumer.producer.kind)
+                    forwarded.add_metric(
+                        [room.id, session.identity, publisher, kind], consumer.forwarder.forwarded
+                    )
+                    for reason, count in consumer.forwarder.drops.items():
+                        drops[str(reason)] = drops.get(str(reason), 0) + count
+                    probe_packets += consumer.probe_packets
+                    if consumer.producer.kind is not MediaKind.VIDEO:
+                        continue
+                    selection = consumer.selection()
+                    for state, value in (
+                        ("preferred", selection.preferred),
+                        ("target", selection.target),
+                        ("current", selection.current),
+                    ):
+                        layer.add_metric(
+                            [room.id, session.identity, publisher, state], _layer(value)
+                        )
+                    switches.add_metric(
+                        [room.id, session.identity, publisher], consumer.forwarder.switches
+                    )
+                    pauses.add_metric([room.id, session.identity, publisher], consumer.pauses)
+                for reason_name, count in drops.items():
+                    dropped.add_metric([room.id, session.identity, reason_name], count)
+                if session.consumers:
+                    estimate.add_metric(
+                        [room.id, session.identity], session.downlink.available_bps(now)
+                    )
+                    probes.add_metric([room.id, session.identity], probe_packets)
+        yield from (
+            rooms,
+            participants,
+            received,
+            layer_bitrate,
+            keyframe_requests,
+            forwarded,
+            dropped,
+            estimate,
+            layer,
+            switches,
+            pauses,
+            probes,
+        )
+
+
+def registry_for(sfu: Sfu) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SfuCollector(sfu))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
