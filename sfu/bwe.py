@@ -632,6 +632,7 @@ class DownlinkEstimator:
         self._probe_window: list[PacketResult] = []
         self._next_cluster_id = 1
         self._probe_not_before_ms = -math.inf
+        self._probe_finished_ms = -math.inf
         self._failed_probes = 0  # consecutive; sets the backoff
         self._wanted_at_failure = 0
         self._capacity_at_failure = 0.0  # what the last failed probe found (or the estimate)
@@ -716,7 +717,9 @@ class DownlinkEstimator:
 
     # ------------------------------------------------------------------ probing
 
-    def maybe_probe(self, now_ms: float, wanted_bps: int) -> ProbeCluster | None:
+    def maybe_probe(
+        self, now_ms: float, wanted_bps: int, urgent: bool = False
+    ) -> ProbeCluster | None:
         """A probe cluster for the shell to send now, or None.
 
         Probes only when the allocator wants more than the estimate, none is in flight, the
@@ -738,7 +741,11 @@ class DownlinkEstimator:
             wanted_bps > 1.5 * self._wanted_at_failure or estimate > 1.1 * self._capacity_at_failure
         ):
             self._probe_not_before_ms = -math.inf
-        if now_ms < self._probe_not_before_ms:
+        not_before = self._probe_not_before_ms
+        if urgent:
+            # Something is paused for want of bandwidth: never wait longer than the first backoff.
+            not_before = min(not_before, self._probe_finished_ms + self.PROBE_BACKOFF_MS)
+        if now_ms < not_before:
             return None
         target = int(min(wanted_bps * self.PROBE_HEADROOM, 2 * estimate, self._max_bps))
         if target <= estimate:
@@ -791,6 +798,7 @@ class DownlinkEstimator:
         probe = self._probe
         assert probe is not None
         self._probe = None
+        self._probe_finished_ms = now_ms
         window = self._probe_window
         self._probe_window = []
         result: ProbeResult | None = None

@@ -16,7 +16,7 @@ from sfu.bwe import DownlinkEstimator, ProbeCluster
 from sfu.consumer import Consumer
 from sfu.layers import AllocationResult, Allocator, TrackDemand
 from sfu.twcc import SendHistory, TwccFeedback
-from sfu.vocabulary import MediaKind
+from sfu.vocabulary import MediaKind, PauseReason
 
 ALLOCATE_INTERVAL_S = 0.2
 REPORT_EVERY_TICKS = 5  # the subscriber's page gets its layer/estimate state once a second
@@ -149,7 +149,8 @@ class Downlink:
             and result.wanted_bps > self.estimator.estimate_bps
             and (self._probe_task is None or self._probe_task.done())
         ):
-            cluster = self.estimator.maybe_probe(now, result.wanted_bps)
+            starved = any(a.pause_reason is PauseReason.NO_BANDWIDTH for a in result.allocations)
+            cluster = self.estimator.maybe_probe(now, result.wanted_bps, urgent=starved)
             if cluster is not None:
                 self._probe_task = asyncio.ensure_future(self._probe(cluster, consumers))
         return result

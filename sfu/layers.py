@@ -117,6 +117,18 @@ def preferred_layer_for(height_px: int, layer_heights: Sequence[int]) -> int:
 # An upgrade above the layer a track is currently receiving must leave this fraction of
 # the new layer's bitrate spare, so that estimate noise does not flip it up and down.
 UPGRADE_HEADROOM = 0.10
+# A track keeps the layer it is receiving while the budget still covers this much less than
+# the layer's measured cost: keyframes and estimate noise must not flip it down (or pause it).
+KEEP_TOLERANCE = 0.25
+# After a track loses a layer it may not climb above the layer it fell to for this long, and
+# each further fall within twice that time doubles the wait (up to the maximum): an estimate
+# that hovers around a layer's cost would otherwise flip the layer (and request a keyframe)
+# every second.
+UPGRADE_HOLD_MS = 4000
+UPGRADE_HOLD_MAX_MS = 16000
+# ... unless the estimate has since grown this much past what it was at the fall: the link
+# clearly changed (a probe found the room), so waiting would only keep the picture small.
+HOLD_RELEASE_GROWTH = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,15 +166,59 @@ class Allocator:
     is paused (NO_BANDWIDTH) rather than starved into a broken stream. What is left
     upgrades tracks one layer at a time, round robin by priority, up to the preferred
     layer (capped to the highest active one). Going above a track's current layer needs
-    UPGRADE_HEADROOM spare; staying at or returning to it only needs it to fit.
+    UPGRADE_HEADROOM spare; keeping it needs only (1 - KEEP_TOLERANCE) of its cost; going back
+    down to a lower layer needs it to fit.
     """
 
-    __slots__ = ("upgrade_headroom",)
+    __slots__ = ("_holds", "_last_target", "hold_ms", "keep_tolerance", "upgrade_headroom")
 
-    def __init__(self, upgrade_headroom: float = UPGRADE_HEADROOM) -> None:
-        if upgrade_headroom < 0:
-            raise ValueError("headroom must not be negative")
+    def __init__(
+        self,
+        upgrade_headroom: float = UPGRADE_HEADROOM,
+        hold_ms: int = UPGRADE_HOLD_MS,
+        keep_tolerance: float = KEEP_TOLERANCE,
+    ) -> None:
+        if upgrade_headroom < 0 or not 0 <= keep_tolerance < 1:
+            raise ValueError("headroom must not be negative, keep tolerance within [0, 1)")
         self.upgrade_headroom = upgrade_headroom
+        self.keep_tolerance = keep_tolerance
+        self.hold_ms = hold_ms
+        self._last_target: dict[str, int | None] = {}
+        # producer id -> (no upgrade above layer, until ms, hold length, estimate at the fall)
+        self._holds: dict[str, tuple[int, float, float, int]] = {}
+
+    def _ceiling(self, producer_id: str, now_ms: float, estimate_bps: int) -> int | None:
+        hold = self._holds.get(producer_id)
+        if hold is None or now_ms >= hold[1] or estimate_bps >= HOLD_RELEASE_GROWTH * hold[3]:
+            return None
+        return hold[0]
+
+    def _remember(
+        self, allocations: Sequence[Allocation], now_ms: float, estimate_bps: int
+    ) -> None:
+        """Start (or lengthen) an upgrade hold for every video that lost a layer."""
+        seen = set()
+        for allocation in allocations:
+            pid = allocation.producer_id
+            seen.add(pid)
+            previous = self._last_target.get(pid)
+            new = allocation.target_layer
+            self._last_target[pid] = new
+            fell = previous is not None and allocation.pause_reason is not PauseReason.NOT_WANTED
+            fell = fell and (new is None or (previous is not None and new < previous))
+            if not fell:
+                continue
+            hold = self._holds.get(pid)
+            length = float(self.hold_ms)
+            if hold is not None and now_ms - hold[1] < hold[2]:
+                length = min(hold[2] * 2, UPGRADE_HOLD_MAX_MS)  # fell again soon after
+            # A pause may end as soon as the lowest layer fits again; only climbing waits.
+            floor = 0 if new is None else new
+            self._holds[pid] = (floor, now_ms + length, length, estimate_bps)
+        for pid in list(self._last_target):
+            if pid not in seen:
+                del self._last_target[pid]
+                self._holds.pop(pid, None)
 
     def _price(self, video: _Video, step: int) -> tuple[int, int]:
         """(extra bitrate, budget needed) to move `video` from its chosen layer to layers[step].
@@ -173,7 +229,9 @@ class Allocator:
         layer = video.layers[step]
         extra = bitrates[layer] - (bitrates[video.layers[video.step]] if video.step >= 0 else 0)
         current = video.demand.current_layer
-        if current is not None and layer <= current:
+        if current is not None and layer == current:
+            return extra, extra - int(bitrates[layer] * self.keep_tolerance)
+        if current is not None and layer < current:
             return extra, extra
         return extra, extra + int(bitrates[layer] * self.upgrade_headroom)
 
@@ -182,8 +240,8 @@ class Allocator:
     ) -> AllocationResult:
         """The layer for every demand given a downlink estimate.
 
-        `now_ms` is accepted for the shell's convenience (one clock for every core); the
-        allocation itself depends only on the estimate and the demands.
+        A track that lost a layer recently is held at or below the layer it fell to (see
+        UPGRADE_HOLD_MS); otherwise the allocation depends only on the estimate and demands.
         """
         allocations: list[Allocation | None] = [None] * len(demands)
         budget = max(0, estimate_bps)
@@ -215,6 +273,9 @@ class Allocator:
         # Everyone's base layer first, then one layer up per track per round. Tracks that
         # could not move stay in the game: a step to a layer measured cheaper than the one
         # below it (it is just starting up) frees budget, so go on until a round is idle.
+        ceilings = {
+            v.index: self._ceiling(v.demand.producer_id, now_ms, estimate_bps) for v in videos
+        }
         for video in videos:
             extra, needed = self._price(video, 0)
             if needed <= budget:
@@ -225,7 +286,10 @@ class Allocator:
             moved = False
             for video in videos:
                 nxt = video.step + 1
-                if nxt >= len(video.layers):
+                if nxt >= len(video.layers) or video.step < 0:
+                    continue
+                ceiling = ceilings[video.index]
+                if ceiling is not None and video.layers[nxt] > ceiling:
                     continue
                 extra, needed = self._price(video, nxt)
                 if needed <= budget:
@@ -244,4 +308,5 @@ class Allocator:
                 )
         done = tuple(a for a in allocations if a is not None)
         assert len(done) == len(demands)
+        self._remember(done, now_ms, estimate_bps)
         return AllocationResult(done, wanted, sum(a.bitrate_bps for a in done))

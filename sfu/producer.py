@@ -47,7 +47,8 @@ class Producer:
         self.layer_count = len(simulcast.rids) if simulcast is not None else 1
         self.consumers: list[Consumer] = []
         self.keyframes = [KeyframeRequester() for _ in range(self.layer_count)]
-        self.layers = LayerActivityTracker(self.layer_count)
+        # A 2 s window: keyframes make 1 s bitrates jump, and the allocator prices layers by it.
+        self.layers = LayerActivityTracker(self.layer_count, window_ms=2000)
         self.dynacast = DynacastController(self.layer_count) if simulcast is not None else None
         # Told which rids to encode when dynacast changes them (the signaling layer sends it).
         self.on_active_layers: Callable[[Producer, tuple[str, ...]], None] | None = None

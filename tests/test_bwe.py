@@ -631,3 +631,21 @@ def test_bwe_imports_no_io_library() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_urgent_probing_caps_the_backoff() -> None:
+    """A track paused for bandwidth must not wait out an 8 s backoff before the next probe."""
+    from sfu.bwe import DownlinkEstimator
+
+    def failing_probes(urgent: bool) -> int:
+        est = DownlinkEstimator(initial_bps=200_000)
+        est.on_packet_results([PacketResult(0, 0.0, 1000, 10.0)], 0)
+        probes = 0
+        for t in range(0, 20_000, 100):
+            cluster = est.maybe_probe(float(t), 2_000_000, urgent=urgent)
+            if cluster is not None:
+                probes += 1
+                # No feedback for the cluster: it times out as a failed probe.
+        return probes
+
+    assert failing_probes(urgent=True) > failing_probes(urgent=False)

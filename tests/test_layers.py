@@ -180,8 +180,13 @@ def layers_of(result: AllocationResult) -> dict[str, int | None]:
     return {a.producer_id: a.target_layer for a in result.allocations}
 
 
+def exact() -> Allocator:
+    """The allocator without the keep tolerance: these tables check exact budgets."""
+    return Allocator(keep_tolerance=0)
+
+
 def test_plenty_of_bandwidth_gives_everyone_their_preferred_layer() -> None:
-    result = Allocator().allocate(10_000_000, [audio("a"), video("v", preferred=2)], 0)
+    result = exact().allocate(10_000_000, [audio("a"), video("v", preferred=2)], 0)
     assert result == AllocationResult(
         (Allocation("a", 0, OPUS), Allocation("v", 2, 1_500_000)),
         wanted_bps=OPUS + 1_500_000,
@@ -194,29 +199,29 @@ def test_plenty_of_bandwidth_gives_everyone_their_preferred_layer() -> None:
 def test_audio_is_always_served_and_first() -> None:
     # Listed last with the lowest priority, audio still takes its share before video.
     demands = [video("v", current=0, priority=10), audio("a", priority=-5)]
-    result = Allocator().allocate(180_000, demands, 0)
+    result = exact().allocate(180_000, demands, 0)
     assert result.allocations == (
         Allocation("v", None, 0, PauseReason.NO_BANDWIDTH),
         Allocation("a", 0, OPUS),
     )
     assert result.allocated_bps == OPUS
     # Even with no estimate at all, audio is sent (it is cheap and the call needs it).
-    nothing = Allocator().allocate(0, [audio("a"), audio("b", bitrate=0)], 0)
+    nothing = exact().allocate(0, [audio("a"), audio("b", bitrate=0)], 0)
     assert nothing.allocations == (Allocation("a", 0, OPUS), Allocation("b", 0, 0))
-    empty = Allocator().allocate(1000, [TrackDemand("x", MediaKind.AUDIO, 0, None, (), None)], 0)
+    empty = exact().allocate(1000, [TrackDemand("x", MediaKind.AUDIO, 0, None, (), None)], 0)
     assert empty.allocations == (Allocation("x", 0, 0),)
 
 
 def test_higher_priority_gets_the_base_layer_first() -> None:
     demands = [video("low", current=0, priority=1), video("high", current=0, priority=5)]
-    result = Allocator().allocate(200_000, demands, 0)
+    result = exact().allocate(200_000, demands, 0)
     assert result.allocations == (
         Allocation("low", None, 0, PauseReason.NO_BANDWIDTH),
         Allocation("high", 0, 150_000),
     )
     assert result.wanted_bps == 3_000_000
     # Equal priorities: the order of the demands decides.
-    tie = Allocator().allocate(200_000, [video("x", current=0), video("y", current=0)], 0)
+    tie = exact().allocate(200_000, [video("x", current=0), video("y", current=0)], 0)
     assert layers_of(tie) == {"x": 0, "y": None}
 
 
@@ -225,17 +230,17 @@ def test_a_track_that_cannot_get_its_base_layer_does_not_block_cheaper_ones() ->
         video("big", current=0, priority=9, bitrates=(400_000, 900_000)),
         video("small", current=0, priority=1),
     ]
-    assert layers_of(Allocator().allocate(300_000, demands, 0)) == {"big": None, "small": 0}
+    assert layers_of(exact().allocate(300_000, demands, 0)) == {"big": None, "small": 0}
 
 
 def test_upgrades_go_round_robin_by_priority() -> None:
     # Greedy by priority would give high layer 2 and low nothing above its base; round
     # robin gives both layer 1 first.
     demands = [video("low", priority=1), video("high", priority=5)]
-    assert layers_of(Allocator().allocate(1_900_000, demands, 0)) == {"low": 1, "high": 1}
+    assert layers_of(exact().allocate(1_900_000, demands, 0)) == {"low": 1, "high": 1}
     # With more, the higher priority goes up first.
-    assert layers_of(Allocator().allocate(2_300_000, demands, 0)) == {"low": 1, "high": 2}
-    assert layers_of(Allocator().allocate(3_400_000, demands, 0)) == {"low": 2, "high": 2}
+    assert layers_of(exact().allocate(2_300_000, demands, 0)) == {"low": 1, "high": 2}
+    assert layers_of(exact().allocate(3_400_000, demands, 0)) == {"low": 2, "high": 2}
 
 
 @pytest.mark.parametrize(
@@ -259,7 +264,7 @@ def test_pause_reasons(
     reason: PauseReason | None,
 ) -> None:
     demand = video("v", preferred=preferred, current=current, bitrates=bitrates)
-    (allocation,) = Allocator().allocate(estimate, [demand], 0).allocations
+    (allocation,) = exact().allocate(estimate, [demand], 0).allocations
     assert (allocation.target_layer, allocation.pause_reason) == (layer, reason)
     assert allocation.bitrate_bps == (0 if layer is None else bitrates[layer])
 
@@ -286,7 +291,7 @@ def test_pause_reasons(
 )
 def test_hysteresis(current: int | None, estimate: int, layer: int | None) -> None:
     assert UPGRADE_HEADROOM == 0.10
-    (allocation,) = Allocator().allocate(estimate, [video("v", current=current)], 0).allocations
+    (allocation,) = exact().allocate(estimate, [video("v", current=current)], 0).allocations
     assert allocation.target_layer == layer
 
 
@@ -294,8 +299,11 @@ def test_headroom_is_a_condition_not_a_cost() -> None:
     # Two tracks starting: 165k each is needed for the base, but only 150k is charged,
     # so 330k leaves room for both.
     demands = [video("a"), video("b")]
-    assert layers_of(Allocator().allocate(330_000, demands, 0)) == {"a": 0, "b": 0}
-    assert Allocator(upgrade_headroom=0).allocate(300_000, demands, 0).allocated_bps == 300_000
+    assert layers_of(exact().allocate(330_000, demands, 0)) == {"a": 0, "b": 0}
+    assert (
+        Allocator(upgrade_headroom=0, keep_tolerance=0).allocate(300_000, demands, 0).allocated_bps
+        == 300_000
+    )
     with pytest.raises(ValueError):
         Allocator(upgrade_headroom=-0.1)
 
@@ -322,7 +330,7 @@ def test_headroom_is_a_condition_not_a_cost() -> None:
 def test_inactive_layers_and_preferred_caps(
     bitrates: tuple[int, ...], preferred: int, estimate: int, layer: int, wanted: int
 ) -> None:
-    result = Allocator().allocate(estimate, [video("v", preferred, bitrates=bitrates)], 0)
+    result = exact().allocate(estimate, [video("v", preferred, bitrates=bitrates)], 0)
     assert result.allocations[0].target_layer == layer
     assert result.allocations[0].bitrate_bps == bitrates[layer]
     assert result.wanted_bps == wanted
@@ -336,7 +344,7 @@ def test_wanted_counts_what_the_subscriber_would_like() -> None:
         video("v3", bitrates=(0, 0, 0)),  # nothing to send
         video("v4", preferred=2),
     ]
-    result = Allocator().allocate(400_000, demands, 0)
+    result = exact().allocate(400_000, demands, 0)
     assert result.wanted_bps == OPUS + 500_000 + 1_500_000
     assert result.allocated_bps == OPUS + 150_000 + 150_000
     assert [a.producer_id for a in result.allocations] == ["a", "v1", "v2", "v3", "v4"]
@@ -350,7 +358,7 @@ def test_wanted_counts_what_the_subscriber_would_like() -> None:
 
 
 def test_empty() -> None:
-    assert Allocator().allocate(1_000_000, [], 0) == AllocationResult((), 0, 0)
+    assert exact().allocate(1_000_000, [], 0) == AllocationResult((), 0, 0)
 
 
 layer_rate = st.sampled_from([0, 100_000, 150_000, 300_000, 500_000, 900_000, 1_500_000])
@@ -375,8 +383,8 @@ def needed(d: TrackDemand, frm: int | None, to: int) -> int:
 @settings(max_examples=400)
 @given(estimate=st.integers(-1000, 5_000_000), demands=st.lists(demand, max_size=6))
 def test_allocation_properties(estimate: int, demands: list[TrackDemand]) -> None:
-    result = Allocator().allocate(estimate, demands, 0)
-    assert result == Allocator().allocate(estimate, demands, 0)  # deterministic
+    result = exact().allocate(estimate, demands, 0)
+    assert result == exact().allocate(estimate, demands, 0)  # deterministic
     assert len(result.allocations) == len(demands)
     audio_bps = sum(
         d.layer_bitrates[0] for d in demands if d.kind is MediaKind.AUDIO and d.layer_bitrates
@@ -427,6 +435,70 @@ def test_a_layer_measured_cheaper_than_the_one_below_frees_budget_for_others() -
         video("a", preferred=1, current=1, priority=5, bitrates=(300_000, 900_000)),
         video("b", preferred=1, current=1, priority=1, bitrates=(900_000, 100_000)),
     ]
-    result = Allocator().allocate(1_300_000, demands, 0)
+    result = exact().allocate(1_300_000, demands, 0)
     assert layers_of(result) == {"a": 1, "b": 1}
     assert result.allocated_bps == 1_000_000
+
+
+def _video(layer_bitrates: tuple[int, ...], current: int | None) -> TrackDemand:
+    return TrackDemand("cam", MediaKind.VIDEO, 1, 2, layer_bitrates, current)
+
+
+def test_a_track_that_lost_a_layer_does_not_climb_back_at_once() -> None:
+    rates = (150_000, 500_000, 1_500_000)
+    allocator = Allocator(hold_ms=4000, keep_tolerance=0)
+    first = allocator.allocate(3_000_000, [_video(rates, None)], 0)
+    assert first.allocations[0].target_layer == 2
+    fell = allocator.allocate(1_400_000, [_video(rates, 2)], 1000)
+    assert fell.allocations[0].target_layer == 1
+    # The estimate is back, but the hold keeps the track at the layer it fell to ...
+    held = allocator.allocate(1_800_000, [_video(rates, 1)], 4999)
+    assert held.allocations[0].target_layer == 1
+    # ... until it expires.
+    assert allocator.allocate(1_800_000, [_video(rates, 1)], 5000).allocations[0].target_layer == 2
+
+
+def test_falling_again_soon_doubles_the_hold() -> None:
+    rates = (150_000, 500_000, 1_500_000)
+    allocator = Allocator(hold_ms=1000, keep_tolerance=0)
+    allocator.allocate(3_000_000, [_video(rates, None)], 0)
+    allocator.allocate(1_400_000, [_video(rates, 2)], 0)  # hold 1 s, until 1000
+    assert allocator.allocate(1_800_000, [_video(rates, 1)], 1000).allocations[0].target_layer == 2
+    allocator.allocate(1_400_000, [_video(rates, 2)], 1500)  # fell again within 2 x hold: 2 s
+    assert allocator.allocate(1_800_000, [_video(rates, 1)], 3000).allocations[0].target_layer == 1
+    assert allocator.allocate(1_800_000, [_video(rates, 1)], 3500).allocations[0].target_layer == 2
+
+
+def test_a_paused_track_resumes_on_its_lowest_layer_during_the_hold() -> None:
+    rates = (150_000, 500_000, 1_500_000)
+    allocator = Allocator(hold_ms=4000, keep_tolerance=0)
+    allocator.allocate(3_000_000, [_video(rates, None)], 0)
+    paused = allocator.allocate(120_000, [_video(rates, 2)], 100)
+    assert paused.allocations[0].target_layer is None
+    # 170 kbit/s: the lowest layer fits (with headroom) but is under 1.5 x the fall's estimate.
+    resumed = allocator.allocate(170_000, [_video(rates, None)], 200)
+    assert resumed.allocations[0].target_layer == 0
+
+
+def test_a_much_larger_estimate_ends_the_hold_early() -> None:
+    rates = (150_000, 500_000, 1_500_000)
+    allocator = Allocator(hold_ms=4000, keep_tolerance=0)
+    allocator.allocate(3_000_000, [_video(rates, None)], 0)
+    allocator.allocate(1_400_000, [_video(rates, 2)], 0)
+    # 1.4 x the estimate at the fall: still held; 1.5 x: the link changed, climb now.
+    assert allocator.allocate(1_960_000, [_video(rates, 1)], 100).allocations[0].target_layer == 1
+    climbed = allocator.allocate(2_100_000, [_video(rates, 1)], 200)
+    assert climbed.allocations[0].target_layer == 2
+
+
+def test_a_track_keeps_its_layer_through_estimate_dips() -> None:
+    rates = (150_000, 500_000, 1_500_000)
+    allocator = Allocator(keep_tolerance=0.25)
+    # Receiving layer 1 (500 kbit/s): a dip to 400 kbit/s keeps it, 370 kbit/s does not.
+    assert allocator.allocate(400_000, [_video(rates, 1)], 0).allocations[0].target_layer == 1
+    assert allocator.allocate(370_000, [_video(rates, 1)], 0).allocations[0].target_layer == 0
+    # Not receiving it yet: climbing to it needs the full cost plus headroom.
+    fresh = Allocator(keep_tolerance=0.25)
+    assert fresh.allocate(400_000, [_video(rates, 0)], 0).allocations[0].target_layer == 0
+    with pytest.raises(ValueError):
+        Allocator(keep_tolerance=1.0)

@@ -108,6 +108,11 @@ class ServerProcess:
 
 
 @pytest.fixture
+def chromium_args() -> list[str]:
+    return list(CHROMIUM_ARGS)
+
+
+@pytest.fixture
 def chromium_path() -> str:
     path = shutil.which("chromium")
     if path is None:
