@@ -348,6 +348,7 @@ class AimdRateControl:
     FRAME_RATE = 30.0
     PACKET_BITS = 1200 * 8
     MIN_ADDITIVE_BPS_PER_S = 4000.0
+    APP_LIMITED_DELIVERY = 0.9  # acked / sent at or above this: the path kept up
 
     def __init__(self, initial_bps: int, min_bps: int, max_bps: int) -> None:
         if not 0 < min_bps <= max_bps:
@@ -385,7 +386,15 @@ class AimdRateControl:
             self._capacity.reset()
         self._last_update_ms = now_ms
 
-    def update(self, usage: BandwidthUsage, acked_bps: int | None, now_ms: float) -> int:
+    def update(
+        self,
+        usage: BandwidthUsage,
+        acked_bps: int | None,
+        now_ms: float,
+        sent_bps: int | None = None,
+    ) -> int:
+        """One detector verdict. `sent_bps` (what we sent over the same span) tells an
+        application-limited sender (it got everything through) from a full path."""
         dt_ms = 0.0 if self._last_update_ms is None else max(now_ms - self._last_update_ms, 0.0)
         self._last_update_ms = now_ms
         if usage is BandwidthUsage.OVERUSING:
@@ -398,7 +407,7 @@ class AimdRateControl:
         if self._state is RateControlState.INCREASE:
             self._increase(acked_bps, dt_ms)
         elif self._state is RateControlState.DECREASE:
-            self._decrease(acked_bps, now_ms)
+            self._decrease(acked_bps, now_ms, sent_bps)
         return int(self._rate)
 
     def _increase(self, acked_bps: int | None, dt_ms: float) -> None:
@@ -425,8 +434,19 @@ class AimdRateControl:
         response_ms = self.rtt_ms + 100.0
         return max(self.MIN_ADDITIVE_BPS_PER_S, avg_packet_bits * 1000 / response_ms)
 
-    def _decrease(self, acked_bps: int | None, now_ms: float) -> None:
+    def _decrease(self, acked_bps: int | None, now_ms: float, sent_bps: int | None = None) -> None:
         reference = float(acked_bps) if acked_bps is not None else self._rate
+        app_limited = (
+            acked_bps is not None
+            and sent_bps is not None
+            and acked_bps >= self.APP_LIMITED_DELIVERY * sent_bps
+            and acked_bps < 0.5 * self._rate
+        )
+        if app_limited:
+            # We send far below the estimate and the path delivered all of it: the over-use is a
+            # burst (a keyframe forwarded at line rate), not a full path. beta x acked would
+            # collapse the estimate to what the subscriber happens to watch now.
+            reference = self._rate
         last = self._last_decrease_ms
         # One reaction per round trip: the feedback after a decrease still shows the old queue.
         if last is not None and now_ms - last < min(max(self.rtt_ms, 10.0), 200.0):
@@ -438,7 +458,7 @@ class AimdRateControl:
             target = self.BETA * self._capacity.estimate_kbps * 1000
         if target < self._rate:
             self._rate = self._clamp(target)
-        if acked_bps is not None:
+        if acked_bps is not None and not app_limited:
             if acked_bps < self._capacity.lower_bps():
                 self._capacity.reset()  # the path got much slower: forget the old capacity
             self._capacity.update(acked_bps)
@@ -620,6 +640,7 @@ class DownlinkEstimator:
         self.loss_based = LossBasedEstimator(initial_bps, min_bps, max_bps)
         self.acked = AckedBitrate()
         self._media_acked = AckedBitrate()  # untagged packets only: what media alone uses
+        self._sent = AckedBitrate()  # by send time: what we put on the wire over the same span
         self._twcc_seen = False
         self._remb_bps: int | None = None
         self._lost = 0
@@ -690,8 +711,10 @@ class DownlinkEstimator:
         in_arrival_order = sorted(results, key=lambda r: (r.arrival_ms or 0.0, r.sequence))
         self.acked.update(in_arrival_order)
         self._media_acked.update(r for r in in_arrival_order if r.probe_cluster_id is None)
+        for r in sorted(results, key=lambda r: r.send_ms):
+            self._sent.on_packet(r.send_ms, r.size)
         usage = self.trendline.update(results)
-        self.aimd.update(usage, self.acked.bitrate_bps, now_ms)
+        self.aimd.update(usage, self.acked.bitrate_bps, now_ms, self._sent.bitrate_bps)
         self._collect_probe(results, now_ms)
         self.loss_based.limit(self.aimd.rate_bps)
 

@@ -649,3 +649,16 @@ def test_urgent_probing_caps_the_backoff() -> None:
         return probes
 
     assert failing_probes(urgent=True) > failing_probes(urgent=False)
+
+
+def test_an_application_limited_sender_is_not_collapsed_by_a_burst() -> None:
+    """Sending 200 kbit/s with a 1 Mbit/s estimate, a keyframe burst's over-use must not drop
+    the estimate to 0.85 x 200 kbit/s; on a full path (acked well below sent) it must."""
+    from sfu.bwe import AimdRateControl, BandwidthUsage
+
+    limited = AimdRateControl(1_000_000, 30_000, 10_000_000)
+    limited.update(BandwidthUsage.OVERUSING, 200_000, 1000.0, sent_bps=205_000)
+    assert limited.rate_bps == int(AimdRateControl.BETA * 1_000_000)
+    full = AimdRateControl(1_000_000, 30_000, 10_000_000)
+    full.update(BandwidthUsage.OVERUSING, 200_000, 1000.0, sent_bps=900_000)
+    assert full.rate_bps == int(AimdRateControl.BETA * 200_000)

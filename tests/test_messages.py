@@ -9,11 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sfu.vocabulary import TileView
 from signaling.messages import (
     ERROR_CODES,
     MAX_MEDIA_SECTIONS,
     MAX_MESSAGE_BYTES,
     MAX_SUBSCRIBE_MEDIA_SECTIONS,
+    MAX_TILE_PIXELS,
+    MAX_VIEWPORT_TILES,
     PROTOCOL_VERSION,
     ClientMessage,
     Join,
@@ -23,6 +26,7 @@ from signaling.messages import (
     ProtocolError,
     Publish,
     SubscribeAnswer,
+    Viewport,
     error_message,
     parse_client_message,
     server_message,
@@ -58,6 +62,17 @@ def msg(**fields: Any) -> str:
     return json.dumps(fields)
 
 
+def tile(**overrides: Any) -> dict[str, Any]:
+    """A valid viewport tile; overrides replace fields, a value of ... removes the field."""
+    fields: dict[str, Any] = {"participantId": "u-1", "width": 640, "height": 360, "visible": True}
+    fields.update(overrides)
+    return {k: v for k, v in fields.items() if v is not ...}
+
+
+def viewport(*tiles: Any) -> str:
+    return msg(type="viewport", tiles=list(tiles))
+
+
 def expect(code: str, raw: str | bytes) -> ProtocolError:
     with pytest.raises(ProtocolError) as info:
         parse_client_message(raw)
@@ -86,6 +101,27 @@ VALID: list[tuple[str | bytes, ClientMessage]] = [
     ('  {"type" : "ping"}\n', Ping()),
     ('{"type":"mute","kind":"audio","muted":true}', Mute(kind="audio", muted=True)),
     (msg(type="join", version=1, token="tøken"), Join(token="tøken", version=1)),
+    # viewport
+    (viewport(), Viewport(tiles=())),
+    (viewport(tile()), Viewport((TileView("u-1", 640, 360, visible=True, pinned=False),))),
+    (viewport(tile(pinned=True)), Viewport((TileView("u-1", 640, 360, True, pinned=True),))),
+    (viewport(tile(pinned=False)), Viewport((TileView("u-1", 640, 360, True, pinned=False),))),
+    (
+        viewport(tile(visible=False, width=0, height=0)),
+        Viewport((TileView("u-1", 0, 0, visible=False),)),
+    ),
+    (
+        viewport(tile(width=MAX_TILE_PIXELS, height=MAX_TILE_PIXELS)),
+        Viewport((TileView("u-1", MAX_TILE_PIXELS, MAX_TILE_PIXELS, visible=True),)),
+    ),
+    (
+        viewport(tile(participantId="a", extra="ignored"), tile(participantId="b", width=1)),
+        Viewport((TileView("a", 640, 360, True), TileView("b", 1, 360, True))),
+    ),
+    (
+        msg(type="viewport", tiles=[tile()], extra=1),
+        Viewport((TileView("u-1", 640, 360, True),)),
+    ),
 ]
 
 
@@ -177,6 +213,56 @@ INVALID: list[tuple[str, str | bytes]] = [
     ("bad-field", msg(type="mute", kind="audio", muted=0)),
     ("bad-field", msg(type="mute", kind="audio", muted="true")),
     ("bad-field", msg(type="mute", kind="audio", muted=None)),
+    # viewport: the list
+    ("bad-field", msg(type="viewport")),
+    ("bad-field", msg(type="viewport", tiles=None)),
+    ("bad-field", msg(type="viewport", tiles=tile())),
+    ("bad-field", msg(type="viewport", tiles="u-1")),
+    ("bad-field", msg(type="viewport", tiles=3)),
+    ("bad-field", viewport(*[tile(participantId=f"p{i}") for i in range(MAX_VIEWPORT_TILES + 1)])),
+    # viewport: a tile that is not an object
+    ("bad-field", viewport(None)),
+    ("bad-field", viewport("u-1")),
+    ("bad-field", viewport(7)),
+    ("bad-field", viewport(["u-1", 640, 360, True])),
+    ("bad-field", viewport(tile(), None)),  # one bad tile refuses the whole message
+    # viewport: width / height
+    ("bad-field", viewport(tile(width=...))),
+    ("bad-field", viewport(tile(height=...))),
+    ("bad-field", viewport(tile(width=None))),
+    ("bad-field", viewport(tile(height=None))),
+    ("bad-field", viewport(tile(width="640"))),
+    ("bad-field", viewport(tile(height="360"))),
+    ("bad-field", viewport(tile(width=640.0))),
+    ("bad-field", viewport(tile(height=360.5))),
+    ("bad-field", viewport(tile(width=True))),
+    ("bad-field", viewport(tile(height=False))),
+    ("bad-field", viewport(tile(width=-1))),
+    ("bad-field", viewport(tile(height=-1))),
+    ("bad-field", viewport(tile(width=MAX_TILE_PIXELS + 1))),
+    ("bad-field", viewport(tile(height=MAX_TILE_PIXELS + 1))),
+    ("bad-field", viewport(tile(width=10**100))),
+    # viewport: participantId
+    ("bad-field", viewport(tile(participantId=...))),
+    ("bad-field", viewport(tile(participantId=None))),
+    ("bad-field", viewport(tile(participantId=7))),
+    ("bad-field", viewport(tile(participantId=["u-1"]))),
+    ("bad-field", viewport(tile(participantId=True))),
+    (
+        "bad-field",
+        '{"type":"viewport","tiles":[{"participantId":"\\ud800","width":1,'
+        '"height":1,"visible":true}]}',
+    ),
+    # viewport: visible / pinned
+    ("bad-field", viewport(tile(visible=...))),
+    ("bad-field", viewport(tile(visible=None))),
+    ("bad-field", viewport(tile(visible=1))),
+    ("bad-field", viewport(tile(visible=0))),
+    ("bad-field", viewport(tile(visible="true"))),
+    ("bad-field", viewport(tile(pinned=1))),
+    ("bad-field", viewport(tile(pinned=0))),
+    ("bad-field", viewport(tile(pinned="yes"))),
+    ("bad-field", viewport(tile(pinned=[True]))),
 ]
 
 
@@ -193,6 +279,32 @@ def test_more_media_sections_allowed_in_subscribe_answer_than_in_publish() -> No
     many = sdp_with_media(MAX_MEDIA_SECTIONS + 5)
     expect("bad-sdp", msg(type="publish", sdp=many))
     assert parse_client_message(msg(type="subscribe-answer", sdp=many)) == SubscribeAnswer(many)
+
+
+def test_viewport_limits() -> None:
+    assert (MAX_VIEWPORT_TILES, MAX_TILE_PIXELS) == (64, 16384)
+    most = [tile(participantId=f"p{i}") for i in range(MAX_VIEWPORT_TILES)]
+    parsed = parse_client_message(viewport(*most))
+    assert isinstance(parsed, Viewport)
+    assert [t.participant_id for t in parsed.tiles] == [f"p{i}" for i in range(64)]
+    assert isinstance(parsed.tiles, tuple)
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        (msg(type="viewport", tiles={}), "tiles"),
+        (viewport(tile(width="1")), "width"),
+        (viewport(tile(height=...)), "height"),
+        (viewport(tile(participantId=1)), "participantId"),
+        (viewport(tile(visible="no")), "visible"),
+        (viewport(tile(pinned="no")), "pinned"),
+        (viewport(tile(width=-5)), str(MAX_TILE_PIXELS)),
+        (viewport(*[tile()] * (MAX_VIEWPORT_TILES + 1)), str(MAX_VIEWPORT_TILES)),
+    ],
+)
+def test_viewport_errors_name_the_problem(raw: str, named: str) -> None:
+    assert named in expect("bad-field", raw).message
 
 
 # -- size limit -------------------------------------------------------------------------------
@@ -363,12 +475,22 @@ def test_messages_module_imports_no_io_libraries() -> None:
 # -- property tests ---------------------------------------------------------------------------
 
 
-MESSAGE_TYPES = ["join", "publish", "subscribe-answer", "mute", "leave", "ping", "pong"]
+MESSAGE_TYPES = ["join", "publish", "subscribe-answer", "mute", "leave", "ping", "viewport", "pong"]
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
     max_leaves=12,
+)
+tile_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "participantId": st.sampled_from(["u-1", ""]) | json_scalars,
+        "width": st.integers(-2, MAX_TILE_PIXELS + 2) | json_scalars,
+        "height": st.integers(-2, MAX_TILE_PIXELS + 2) | json_scalars,
+        "visible": st.booleans() | json_scalars,
+        "pinned": st.booleans() | json_scalars,
+    },
 )
 message_like = st.fixed_dictionaries(
     {"type": st.sampled_from(MESSAGE_TYPES) | json_scalars},
@@ -379,6 +501,7 @@ message_like = st.fixed_dictionaries(
         "kind": st.sampled_from(["audio", "video"]) | json_values,
         "muted": st.booleans() | json_values,
         "room": st.sampled_from(["ward-7", "", "a b"]) | json_scalars,
+        "tiles": st.lists(tile_like, max_size=3) | json_values,
         "extra": json_values,
     },
 )
@@ -390,7 +513,7 @@ def check_total(raw: str | bytes) -> None:
     except ProtocolError as err:
         assert err.code in ERROR_CODES
         return
-    assert isinstance(result, Join | Publish | SubscribeAnswer | Mute | Leave | Ping)
+    assert isinstance(result, Join | Publish | SubscribeAnswer | Mute | Leave | Ping | Viewport)
 
 
 @settings(max_examples=300, deadline=None)

@@ -291,7 +291,7 @@ def _constant(bps: int) -> Callable[[float], int]:
     return lambda _t: bps
 
 
-def _main() -> None:
+def print_report() -> None:
     print("steady state: app wants 2x capacity, 30 s, mean/min/max of the last 15 s")
     for capacity in (300_000, 1_000_000, 3_000_000):
         est = DownlinkEstimator()
@@ -336,4 +336,4 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
-    _main()
+    print_report()

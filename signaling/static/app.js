@@ -698,6 +698,10 @@ async function inboundVideoStats() {
           frameHeight: s.frameHeight || 0,
           bytesReceived: s.bytesReceived || 0,
           packetsLost: s.packetsLost || 0,
+          freezeCount: s.freezeCount || 0,
+          totalFreezesDuration: s.totalFreezesDuration || 0,
+          keyFramesDecoded: s.keyFramesDecoded || 0,
+          pliCount: s.pliCount || 0,
         });
       }
     });
