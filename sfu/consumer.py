@@ -98,7 +98,8 @@ class Consumer:
         self, layer: int | None, pause_reason: PauseReason | None, now_ms: int
     ) -> None:
         """The allocator's verdict: switch (on the next keyframe of `layer`) or pause."""
-        if pause_reason is not None and self.pause_reason is None:
+        # A pause counts when it interrupts video (not the wait for a publisher's first packets).
+        if pause_reason is not None and self.pause_reason is None and self.forwarder.forwarded:
             self.pauses += 1
         self.pause_reason = pause_reason
         if self.producer.kind is MediaKind.AUDIO:

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import astuple
 
 from sfu.bwe import DownlinkEstimator, ProbeCluster
 from sfu.consumer import Consumer
 from sfu.layers import AllocationResult, Allocator, TrackDemand
 from sfu.twcc import SendHistory, TwccFeedback
 from sfu.vocabulary import MediaKind, PauseReason
+
+log = logging.getLogger("consilium.sfu")
 
 ALLOCATE_INTERVAL_S = 0.2
 REPORT_EVERY_TICKS = 5  # the subscriber's page gets its layer/estimate state once a second
@@ -54,7 +59,9 @@ class Downlink:
         consumers: Callable[[], Iterable[Consumer]],
         dominant_speaker: Callable[[], str | None] = lambda: None,
         report: Callable[[dict[str, object]], None] | None = None,
+        trace_path: str | None = None,
     ) -> None:
+        self._trace_path = trace_path
         self._consumers = consumers
         self._dominant_speaker = dominant_speaker
         self._report = report
@@ -80,7 +87,9 @@ class Downlink:
 
     def on_remb(self, bitrate_bps: int) -> None:
         self.remb_reports += 1
-        self.estimator.on_remb(bitrate_bps, now_ms())
+        now = now_ms()
+        self.estimator.on_remb(bitrate_bps, now)
+        self._trace({"t": now, "remb": bitrate_bps})
 
     # ------------------------------------------------------------------ feedback
 
@@ -90,6 +99,17 @@ class Downlink:
         results = self.history.on_feedback(feedback, now)
         if results:
             self.estimator.on_packet_results(results, now)
+            self._trace({"t": now, "results": [astuple(r) for r in results]})
+
+    def _trace(self, record: dict[str, object]) -> None:
+        """Append one event to the QA trace file (a replayable input of the estimator)."""
+        if self._trace_path is None:
+            return
+        try:
+            with open(self._trace_path, "a") as out:
+                out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except OSError:
+            self._trace_path = None  # a full or missing disk must not break the call
 
     @property
     def has_feedback(self) -> bool:
@@ -195,10 +215,13 @@ class Downlink:
         ticks = 0
         while True:
             await asyncio.sleep(ALLOCATE_INTERVAL_S)
-            self.tick(now_ms())
-            ticks += 1
-            if self._report is not None and ticks % REPORT_EVERY_TICKS == 0:
-                self._report(self.report())
+            try:
+                self.tick(now_ms())
+                ticks += 1
+                if self._report is not None and ticks % REPORT_EVERY_TICKS == 0:
+                    self._report(self.report())
+            except Exception:  # one bad tick must not end allocation for this subscriber
+                log.exception("downlink allocation failed")
 
     def tick(self, now: int) -> None:
         # Kept out of _run: a sleeping loop must not hold the last producer it looked at.

@@ -61,6 +61,7 @@ class SessionLink(Protocol):
 class SfuSettings:
     ice_servers: list[IceServer] = field(default_factory=list)
     max_participants: int = 8
+    bwe_trace_dir: str | None = None
 
 
 class Session:
@@ -98,8 +99,15 @@ class Session:
         self._answer: asyncio.Future[str] | None = None
         self._renegotiate = False
         self._publish_lock = asyncio.Lock()
+        self._tiles: dict[str, TileView] = {}  # participant id -> how the page shows them
+        trace_dir = room.sfu.settings.bwe_trace_dir
         self.downlink = Downlink(
-            lambda: self.consumers.values(), room.dominant_speaker, self._send_in_background
+            lambda: self.consumers.values(),
+            room.dominant_speaker,
+            self._send_in_background,
+            trace_path=(
+                f"{trace_dir}/{room.id}-{identity}-{int(time.time())}.jsonl" if trace_dir else None
+            ),
         )
         self._background: set[asyncio.Task[None]] = set()
         self.closed = False
@@ -141,24 +149,27 @@ class Session:
     # ------------------------------------------------------------------ what the page shows
 
     def set_viewport(self, tiles: Iterable[TileView]) -> None:
-        """The page reports each remote video tile's rendered size and visibility."""
-        videos = {
-            c.producer.owner_id: c
-            for c in self.consumers.values()
-            if c.producer.kind is MediaKind.VIDEO
-        }
+        """The page reports each remote video tile's rendered size and visibility.
+
+        Kept per participant, so a tile reported before its video arrives still applies.
+        """
         for tile in tiles:
-            video = videos.get(tile.participant_id)
-            if video is None:
-                continue
-            video.pinned = tile.pinned
-            if not tile.visible or tile.width <= 0 or tile.height <= 0:
-                video.preferred_layer = None
-            else:
-                video.preferred_layer = preferred_layer_for(
-                    tile.height, video.producer.layer_heights
-                )
+            self._tiles[tile.participant_id] = tile
+        for consumer in self.consumers.values():
+            self._apply_tile(consumer)
         self.downlink.allocate(now_ms())
+
+    def _apply_tile(self, consumer: Consumer) -> None:
+        tile = self._tiles.get(consumer.producer.owner_id)
+        if tile is None or consumer.producer.kind is not MediaKind.VIDEO:
+            return
+        consumer.pinned = tile.pinned
+        if not tile.visible or tile.width <= 0 or tile.height <= 0:
+            consumer.preferred_layer = None
+        else:
+            consumer.preferred_layer = preferred_layer_for(
+                tile.height, consumer.producer.layer_heights
+            )
 
     # ------------------------------------------------------------------ publishing
 
@@ -321,6 +332,7 @@ class Session:
                 )
             in_use.add(transceiver)
             consumer = Consumer(producer, self.identity, sender, self.downlink)
+            self._apply_tile(consumer)
             sender._feedback = consumer
             self.consumers[producer.id] = consumer
             self._transceivers[producer.id] = transceiver

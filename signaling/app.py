@@ -456,7 +456,11 @@ def create_app(settings: Settings) -> web.Application:
         settings.secret or generate_secret(), default_ttl_s=settings.token_ttl_s
     )
     app[SFU] = Sfu(
-        SfuSettings(ice_servers=settings.ice_servers, max_participants=settings.max_participants)
+        SfuSettings(
+            ice_servers=settings.ice_servers,
+            max_participants=settings.max_participants,
+            bwe_trace_dir=settings.bwe_trace_dir,
+        )
     )
     app[METRICS] = registry_for(app[SFU])
     app[SOCKETS] = set()

@@ -24,6 +24,8 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     token_ttl_s: int = 3600
+    # Write every subscriber's transport-wide feedback here (JSON lines) for offline analysis.
+    bwe_trace_dir: str | None = None
 
     @property
     def dev_mode(self) -> bool:
@@ -78,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-cert", help="PEM certificate: serve HTTPS (needed for cameras off localhost)"
     )
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument(
+        "--bwe-trace-dir",
+        metavar="DIR",
+        help="record each subscriber's bandwidth feedback there (JSON lines, for QA)",
+    )
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -106,6 +113,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
     s.max_participants = int(pick(args.max_participants, "MAX_PARTICIPANTS") or s.max_participants)
     s.tls_cert = pick(args.tls_cert, "TLS_CERT")
     s.tls_key = pick(args.tls_key, "TLS_KEY")
+    s.bwe_trace_dir = pick(getattr(args, "bwe_trace_dir", None), "BWE_TRACE_DIR")
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
     if s.max_participants < 1:

@@ -123,9 +123,9 @@ class SfuCollector(Collector):
                     pauses.add_metric([room.id, session.identity, publisher], consumer.pauses)
                 for reason_name, count in drops.items():
                     dropped.add_metric([room.id, session.identity, reason_name], count)
-                if session.consumers:
+                if session.consumers and session.downlink.has_feedback:
                     estimate.add_metric(
-                        [room.id, session.identity], session.downlink.available_bps(now)
+                        [room.id, session.identity], session.downlink.estimator.estimate_bps
                     )
                     probes.add_metric([room.id, session.identity], probe_packets)
         yield from (

@@ -331,6 +331,13 @@ async def test_metrics_describe_the_room(server: Any, http: aiohttp.ClientSessio
         labels = {"room": room, "subscriber": bob.identity, "publisher": alice.identity}
         for state in ("preferred", "target", "current"):
             assert value(found, "consilium_subscriber_layer", state=state, **labels) == 0
+        # The estimate is exported once the subscriber gave feedback (aiortc sends REMB after
+        # its receive-side estimator has a few seconds of packets).
+        for _ in range(100):
+            if found.get("consilium_downlink_estimate_bps"):
+                break
+            await asyncio.sleep(0.2)
+            found = samples((await get(http, server.url + "/metrics"))[2])
         estimate = value(
             found, "consilium_downlink_estimate_bps", room=room, subscriber=bob.identity
         )

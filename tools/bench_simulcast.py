@@ -124,7 +124,7 @@ async def _freezes(page: Any) -> tuple[int, float, int]:
     return video["freezeCount"], video["totalFreezesDuration"], video["framesDecoded"]
 
 
-async def browser_run(settle_s: float, measure_s: float) -> None:
+async def browser_run(settle_s: float, measure_s: float, trace_dir: str | None) -> None:
     from playwright.async_api import async_playwright
 
     with tempfile.TemporaryDirectory(prefix="consilium-bench-") as tmp_name:
@@ -132,7 +132,8 @@ async def browser_run(settle_s: float, measure_s: float) -> None:
         camera = tmp / "camera.y4m"
         write_noisy_y4m(camera)
         async with CappedNamespace("bench") as net, async_playwright() as pw:
-            server = Server(["127.0.0.1", net.host_addr], tmp / "server.log")
+            extra = ("--bwe-trace-dir", trace_dir) if trace_dir else ()
+            server = Server(["127.0.0.1", net.host_addr], tmp / "server.log", extra)
             try:
                 server.wait_ready()
                 env: dict[str, str | float | bool] = {**os.environ, "HOME": str(tmp)}
@@ -243,12 +244,16 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=12.0, help="seconds before measuring")
     parser.add_argument("--measure", type=float, default=12.0, help="seconds of samples per cap")
     parser.add_argument("--skip-browser", action="store_true", help="only the simulation")
+    parser.add_argument(
+        "--bwe-trace-dir", help="also record the subscriber's feedback there (JSON lines)"
+    )
     args = parser.parse_args()
     if not args.skip_browser:
         reason = CappedNamespace.unavailable_reason()
         if reason is not None:
             raise SystemExit(f"cannot shape a link here ({reason}); run it via tools/in_netns.sh")
-        asyncio.run(browser_run(args.settle, args.measure))
+        trace_dir = str(Path(args.bwe_trace_dir).resolve()) if args.bwe_trace_dir else None
+        asyncio.run(browser_run(args.settle, args.measure, trace_dir))
     from tools.link_sim import print_report
 
     print("\nbaseline: the same estimator on a simulated bottleneck (tools/link_sim.py)")

@@ -139,7 +139,9 @@ def free_port() -> int:
 class Server:
     """``consilium serve`` in dev mode as a child process, listening on every address."""
 
-    def __init__(self, ice_hosts: list[str], log_path: Path) -> None:
+    def __init__(
+        self, ice_hosts: list[str], log_path: Path, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONSILIUM_")}
@@ -147,6 +149,7 @@ class Server:
         cmd += ["--port", str(self.port)]
         for host in ice_hosts:
             cmd += ["--ice-host", host]
+        cmd += extra_args
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT

@@ -805,6 +805,8 @@ function upsertParticipant(p) {
 }
 
 function removeParticipant(id) {
+  const gone = tileFor(id);
+  if (gone && gone.classList.contains('pinned')) ui.tiles.classList.remove('has-pinned');
   participants.delete(id);
   tileIntersecting.delete(id);
   scheduleViewport();
@@ -842,10 +844,24 @@ function ensureTile(p) {
       </span>
     </div>
     <pre class="debug" hidden></pre>`;
+  tile.tabIndex = 0;
+  tile.title = 'Click to pin (large, best quality); click again to unpin';
+  tile.addEventListener('click', () => togglePin(tile));
+  tile.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') togglePin(tile); });
   ui.tiles.append(tile);
   observeTile(tile);
   scheduleViewport();
   return tile;
+}
+
+// Pinning: one tile fills the stage and its video gets priority for bandwidth; the others
+// shrink to a strip (the server gives them small layers).
+function togglePin(tile) {
+  const pin = !tile.classList.contains('pinned');
+  for (const t of ui.tiles.querySelectorAll('.tile.pinned')) t.classList.remove('pinned');
+  tile.classList.toggle('pinned', pin);
+  ui.tiles.classList.toggle('has-pinned', pin);
+  scheduleViewport();
 }
 
 function renderTile(p) {
