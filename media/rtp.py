@@ -328,3 +328,35 @@ def parse_audio_level(value: Buffer) -> tuple[bool, int]:
         raise RtpParseError("audio level extension value is empty")
     b = value[0]
     return bool(b & 0x80), b & 0x7F
+
+
+def overwrite_extension(packet: bytearray, ext_id: int, value: bytes) -> bool:
+    """Replace the value of one-byte header extension `ext_id` in place (same length only).
+
+    For fields only known when the packet leaves (transport-wide sequence numbers assigned
+    by the pacer). False when the packet has no such element of that length.
+    """
+    if len(packet) < 12 or not packet[0] & 0x10:
+        return False
+    offset = 12 + 4 * (packet[0] & 0x0F)
+    if len(packet) < offset + 4 or packet[offset : offset + 2] != b"\xbe\xde":
+        return False
+    end = offset + 4 + 4 * int.from_bytes(packet[offset + 2 : offset + 4], "big")
+    if end > len(packet):
+        return False
+    pos = offset + 4
+    while pos < end:
+        byte = packet[pos]
+        if byte == 0:  # padding between elements
+            pos += 1
+            continue
+        element_id, length = byte >> 4, (byte & 0x0F) + 1
+        if element_id == 15:
+            return False
+        if element_id == ext_id:
+            if length != len(value) or pos + 1 + length > end:
+                return False
+            packet[pos + 1 : pos + 1 + length] = value
+            return True
+        pos += 1 + length
+    return False

@@ -25,12 +25,20 @@ RETRANSMIT_CACHE_PACKETS = 512
 RETRANSMIT_MIN_INTERVAL_MS = 100
 
 
-class TransportSequencer(Protocol):
-    """The subscriber connection's transport-wide sequence space (shared by all its tracks)."""
+class DownlinkTransport(Protocol):
+    """The subscriber connection's shared sending side: pacing, transport-wide sequence
+    numbers (stamped when a packet leaves), and the bandwidth feedback."""
 
-    def next_transport_sequence(self) -> int: ...
-
-    def on_sent(self, sequence: int, now_ms: int, size: int, probe_cluster: int | None) -> None: ...
+    async def send(
+        self,
+        sender: ForwardingSender,
+        packet: bytes,
+        timestamp: int,
+        payload_size: int,
+        twcc_id: int | None,
+        probe_cluster: int | None,
+        audio: bool,
+    ) -> bool: ...
 
     def on_remb(self, bitrate_bps: int) -> None: ...
 
@@ -51,7 +59,7 @@ class Consumer:
         producer: Producer,
         subscriber_id: str,
         sender: ForwardingSender,
-        transport: TransportSequencer | None = None,
+        transport: DownlinkTransport | None = None,
     ) -> None:
         self.producer = producer
         self.subscriber_id = subscriber_id
@@ -136,7 +144,7 @@ class Consumer:
                 payload, packet.vp8, picture_id=decision.picture_id, tl0picidx=decision.tl0picidx
             )
         payload = bytes(payload)
-        extensions, transport_seq = self._extensions(header.extensions, now_ms)
+        extensions, twcc_id = self._extensions(header.extensions, now_ms)
         out = build_rtp_packet(
             payload_type=self.sender.negotiated.payload_type,
             marker=header.marker,
@@ -148,34 +156,36 @@ class Consumer:
         )
         if self.producer.kind is MediaKind.VIDEO:
             self._remember(decision.sequence_number, header.marker, decision.timestamp, payload)
-        await self._send(out, decision.timestamp, len(payload), transport_seq, now_ms, None)
+        await self._send(out, decision.timestamp, len(payload), twcc_id, None)
 
     async def _send(
         self,
         packet: bytes,
         timestamp: int,
         payload_size: int,
-        transport_seq: int | None,
-        now_ms: int,
+        twcc_id: int | None,
         probe_cluster: int | None,
     ) -> bool:
-        sent = await self.sender.send_rtp(packet, timestamp, payload_size)
-        if sent and transport_seq is not None and self.transport is not None:
-            self.transport.on_sent(transport_seq, now_ms, len(packet), probe_cluster)
-        return sent
+        if self.transport is None:
+            return await self.sender.send_rtp(packet, timestamp, payload_size)
+        audio = self.producer.kind is MediaKind.AUDIO
+        return await self.transport.send(
+            self.sender, packet, timestamp, payload_size, twcc_id, probe_cluster, audio
+        )
 
     def _transport_extension(self) -> tuple[list[tuple[int, bytes]], int | None]:
+        """A placeholder transport-wide sequence number, first among the extensions; the
+        downlink writes the real one when the packet leaves (after pacing)."""
         twcc_id = self.sender.extension_ids.get(URI_TRANSPORT_CC)
         if twcc_id is None or self.transport is None:
             return [], None
-        seq = self.transport.next_transport_sequence()
-        return [(twcc_id, seq.to_bytes(2, "big"))], seq
+        return [(twcc_id, b"\x00\x00")], twcc_id
 
     def _extensions(
         self, incoming: dict[int, bytes], now_ms: int
     ) -> tuple[list[tuple[int, bytes]], int | None]:
         ids = self.sender.extension_ids
-        out, transport_seq = self._transport_extension()
+        out, twcc_id = self._transport_extension()
         mid_id = ids.get(URI_MID)
         if mid_id is not None and self.sender.mid:
             out.append((mid_id, self.sender.mid.encode()))
@@ -188,7 +198,7 @@ class Consumer:
             level = incoming.get(source_level_id)
             if level is not None:
                 out.append((level_id, level))
-        return out, transport_seq
+        return out, twcc_id
 
     def _remember(self, seq: int, marker: bool, timestamp: int, payload: bytes) -> None:
         self._cache[seq] = _SentPacket(marker, timestamp, payload, -RETRANSMIT_MIN_INTERVAL_MS)
@@ -199,7 +209,7 @@ class Consumer:
         codec = self.sender.negotiated
         if codec is None or codec.rtx_payload_type is None:
             return None
-        extensions, transport_seq = self._transport_extension()
+        extensions, twcc_id = self._transport_extension()
         packet = build_rtp_packet(
             payload_type=codec.rtx_payload_type,
             marker=sent.marker,
@@ -210,7 +220,7 @@ class Consumer:
             payload=wrap_rtx_payload(seq, sent.payload),
         )
         self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-        return packet, transport_seq
+        return packet, twcc_id
 
     async def send_probe(self, cluster_id: int, now_ms: int) -> int:
         """Send one recent packet again over RTX as bandwidth-probe filler; bytes sent (0: none).
@@ -226,8 +236,8 @@ class Consumer:
         built = self._rtx_packet(seq, sent)
         if built is None:
             return 0
-        packet, transport_seq = built
-        if not await self._send(packet, sent.timestamp, 0, transport_seq, now_ms, cluster_id):
+        packet, twcc_id = built
+        if not await self._send(packet, sent.timestamp, 0, twcc_id, cluster_id):
             return 0
         self.probe_packets += 1
         return len(packet)
@@ -249,7 +259,7 @@ class Consumer:
             sent.last_retransmit_ms = self._now_ms
             built = self._rtx_packet(seq, sent)
             if built is None:
-                extensions, transport_seq = self._transport_extension()
+                extensions, twcc_id = self._transport_extension()
                 packet = build_rtp_packet(
                     payload_type=codec.payload_type,
                     marker=sent.marker,
@@ -260,8 +270,8 @@ class Consumer:
                     payload=sent.payload,
                 )
             else:
-                packet, transport_seq = built
-            if await self._send(packet, sent.timestamp, 0, transport_seq, self._now_ms, None):
+                packet, twcc_id = built
+            if await self._send(packet, sent.timestamp, 0, twcc_id, None):
                 self.retransmitted += 1
 
     def on_remb(self, bitrate_bps: int) -> None:

@@ -12,12 +12,16 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import astuple
+from dataclasses import astuple, dataclass
 
+from media.rtp import overwrite_extension
+from sfu.adapters.aiortc_adapter import ForwardingSender
 from sfu.bwe import DownlinkEstimator, ProbeCluster
 from sfu.consumer import Consumer
 from sfu.layers import AllocationResult, Allocator, TrackDemand
+from sfu.pacer import Pacer
 from sfu.twcc import SendHistory, TwccFeedback
 from sfu.vocabulary import MediaKind, PauseReason
 
@@ -35,6 +39,16 @@ PROBE_SLICE_MS = 10
 PRIORITY_PINNED = 3
 PRIORITY_SPEAKER = 2
 PRIORITY_OTHER = 1
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    sender: ForwardingSender
+    packet: bytes
+    timestamp: int
+    payload_size: int
+    twcc_id: int | None
+    probe_cluster: int | None
 
 
 def now_ms() -> int:
@@ -69,21 +83,68 @@ class Downlink:
         self.estimator = DownlinkEstimator()
         self.allocator = Allocator()
         self.last_result: AllocationResult | None = None
+        self.pacer = Pacer(UNLIMITED_BPS)
+        self._queue: deque[_Outgoing] = deque()
+        self._queued_bytes = 0
+        self._drain_task: asyncio.Task[None] | None = None
         self.feedback_reports = 0
         self.remb_reports = 0
         self._first_send_ms: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._probe_task: asyncio.Task[None] | None = None
 
-    # ------------------------------------------------------------------ TransportSequencer
+    # ------------------------------------------------------------------ sending (paced)
 
-    def next_transport_sequence(self) -> int:
-        return self.history.next_sequence()
+    async def send(
+        self,
+        sender: ForwardingSender,
+        packet: bytes,
+        timestamp: int,
+        payload_size: int,
+        twcc_id: int | None,
+        probe_cluster: int | None,
+        audio: bool,
+    ) -> bool:
+        """Send now, or queue behind the pacer (video only: audio is small and never waits)."""
+        item = _Outgoing(sender, packet, timestamp, payload_size, twcc_id, probe_cluster)
+        if audio or (not self._queue and self.pacer.delay_ms(now_ms()) == 0):
+            return await self._transmit(item, delayed=False)
+        self._queue.append(item)
+        self._queued_bytes += len(packet)
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = asyncio.ensure_future(self._drain())
+        return True
 
-    def on_sent(self, sequence: int, now: int, size: int, probe_cluster: int | None) -> None:
+    async def _transmit(self, item: _Outgoing, delayed: bool) -> bool:
+        now = now_ms()
+        packet = item.packet
+        sequence: int | None = None
+        if item.twcc_id is not None:
+            sequence = self.history.next_sequence()
+            stamped = bytearray(packet)
+            if overwrite_extension(stamped, item.twcc_id, sequence.to_bytes(2, "big")):
+                packet = bytes(stamped)
+            else:
+                sequence = None
+        if not await item.sender.send_rtp(packet, item.timestamp, item.payload_size):
+            return False
+        self.pacer.on_sent(len(packet), now, delayed)
         if self._first_send_ms is None:
             self._first_send_ms = now
-        self.history.on_sent(sequence, now, size, probe_cluster)
+        if sequence is not None:
+            self.history.on_sent(sequence, now, len(packet), item.probe_cluster)
+        return True
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            wait = self.pacer.delay_ms(now_ms())
+            if wait > 0:
+                await asyncio.sleep(wait / 1000)
+                continue
+            item = queue.popleft()
+            self._queued_bytes -= len(item.packet)
+            await self._transmit(item, delayed=True)
 
     def on_remb(self, bitrate_bps: int) -> None:
         self.remb_reports += 1
@@ -148,6 +209,7 @@ class Downlink:
         )
 
     def allocate(self, now: int) -> AllocationResult:
+        self.pacer.set_estimate(self.available_bps(now), self._queued_bytes)
         consumers = [c for c in self._consumers() if not c.closed]
         speaker = self._dominant_speaker()
         demands = [self._demand(c, now, speaker) for c in consumers]
@@ -252,13 +314,16 @@ class Downlink:
         return {"type": "downlink-stats", **self.snapshot(), "tracks": tracks}
 
     async def stop(self) -> None:
-        for task in (self._task, self._probe_task):
+        self._queue.clear()
+        self._queued_bytes = 0
+        for task in (self._task, self._probe_task, self._drain_task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._task = None
         self._probe_task = None
+        self._drain_task = None
 
     def snapshot(self) -> dict[str, object]:
         now = now_ms()
@@ -272,4 +337,10 @@ class Downlink:
             "wantedBps": result.wanted_bps if result else 0,
             "allocatedBps": result.allocated_bps if result else 0,
             "estimator": self.estimator.snapshot(),
+            "pacer": {
+                "rateBps": self.pacer.rate_bps,
+                "queuedBytes": self._queued_bytes,
+                "sentImmediately": self.pacer.sent_immediately,
+                "sentDelayed": self.pacer.sent_delayed,
+            },
         }

@@ -653,3 +653,30 @@ def test_parse_audio_level(value: bytes, expected: tuple[bool, int]) -> None:
 def test_parse_audio_level_empty() -> None:
     with pytest.raises(RtpParseError):
         parse_audio_level(b"")
+
+
+def test_overwrite_extension_in_place() -> None:
+    from media.rtp import overwrite_extension
+
+    exts = [(4, b"\x00\x00"), (1, b"7"), (3, b"\x01\x02\x03")]
+    packet = bytearray(
+        build_rtp_packet(
+            payload_type=96, marker=False, sequence_number=1, timestamp=2, ssrc=3,
+            extensions=exts, payload=b"payload",
+        )
+    )
+    assert overwrite_extension(packet, 4, b"\xab\xcd")
+    assert overwrite_extension(packet, 3, b"\x09\x09\x09")
+    header = parse_rtp_header(bytes(packet))
+    assert header.extensions[4] == b"\xab\xcd"
+    assert header.extensions[3] == b"\x09\x09\x09"
+    assert header.extensions[1] == b"7"
+    assert bytes(packet[header.payload_offset :]) == b"payload"
+    assert not overwrite_extension(packet, 4, b"\x01")  # wrong length
+    assert not overwrite_extension(packet, 9, b"\x01\x02")  # absent
+    plain = bytearray(
+        build_rtp_packet(payload_type=96, marker=False, sequence_number=1, timestamp=2, ssrc=3,
+                         payload=b"x")
+    )
+    assert not overwrite_extension(plain, 4, b"\x00\x00")
+    assert not overwrite_extension(bytearray(b"\x90" + bytes(5)), 4, b"\x00\x00")

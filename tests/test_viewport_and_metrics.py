@@ -39,6 +39,7 @@ DOWNLINK_FIELDS = {
     "wantedBps",
     "allocatedBps",
     "estimator",
+    "pacer",
     "tracks",
 }
 TRACK_FIELDS = {
