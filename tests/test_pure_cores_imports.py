@@ -23,6 +23,7 @@ PURE_MODULES = [
     "sfu.bwe",
     "sfu.dynacast",
     "sfu.speaker",
+    "sfu.pacer",
     "media.sdp_simulcast",
     "sfu.layers",
 ]
