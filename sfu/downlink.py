@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass
@@ -19,6 +18,7 @@ from dataclasses import astuple, dataclass
 from media.rtp import overwrite_extension
 from sfu.adapters.aiortc_adapter import ForwardingSender
 from sfu.bwe import DownlinkEstimator, ProbeCluster
+from sfu.clock import now_ms
 from sfu.consumer import Consumer
 from sfu.layers import AllocationResult, Allocator, TrackDemand
 from sfu.pacer import Pacer
@@ -49,10 +49,6 @@ class _Outgoing:
     payload_size: int
     twcc_id: int | None
     probe_cluster: int | None
-
-
-def now_ms() -> int:
-    return int(time.monotonic() * 1000)
 
 
 def _lowest_layers_bps(demands: Iterable[TrackDemand]) -> int:
@@ -226,13 +222,15 @@ class Downlink:
             if allocation is not None:
                 consumer.apply_target(allocation.target_layer, allocation.pause_reason, now)
         self.last_result = result
+        # Climbing to the wanted layers needs the allocator's headroom on top of their cost.
+        wanted = int(result.wanted_bps * (1 + self.allocator.upgrade_headroom))
         if (
             self.has_feedback
-            and result.wanted_bps > self.estimator.estimate_bps
+            and wanted > self.estimator.estimate_bps
             and (self._probe_task is None or self._probe_task.done())
         ):
             starved = any(a.pause_reason is PauseReason.NO_BANDWIDTH for a in result.allocations)
-            cluster = self.estimator.maybe_probe(now, result.wanted_bps, urgent=starved)
+            cluster = self.estimator.maybe_probe(now, wanted, urgent=starved)
             if cluster is not None:
                 self._probe_task = asyncio.ensure_future(self._probe(cluster, consumers))
         return result

@@ -34,8 +34,9 @@ from sfu.adapters.aiortc_adapter import (
     set_transport_feedback,
     transceiver_of_receiver,
 )
+from sfu.clock import now_ms
 from sfu.consumer import Consumer
-from sfu.downlink import Downlink, now_ms
+from sfu.downlink import Downlink
 from sfu.errors import SfuError
 from sfu.layers import preferred_layer_for
 from sfu.producer import Producer

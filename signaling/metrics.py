@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sfu.downlink import now_ms
+from sfu.clock import now_ms
 from sfu.room import Sfu
 from sfu.vocabulary import MediaKind
 

@@ -24,6 +24,7 @@ PURE_MODULES = [
     "sfu.dynacast",
     "sfu.speaker",
     "sfu.pacer",
+    "sfu.clock",
     "media.sdp_simulcast",
     "sfu.layers",
 ]

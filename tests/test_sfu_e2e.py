@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from sfu.adapters.aiortc_adapter import ForwardingReceiver, threads_decoding
+from sfu.clock import now_ms
 from tools.synthetic_client import SyntheticParticipant
 
 pytestmark = pytest.mark.webrtc
@@ -67,6 +68,11 @@ async def test_three_participants_see_and_hear_each_other(server) -> None:
             # many subscribers ask.
             elapsed_s = time.monotonic() - started
             assert 1 <= video.keyframe_requests_sent <= elapsed_s + 2
+            # Arrival times are on the SFU's one (monotonic) clock, the one everything that
+            # reads them uses: the layer tracker sees the video as arriving now.
+            last_keyframe = video.keyframes[0].last_keyframe_ms
+            assert last_keyframe is not None and abs(now_ms() - last_keyframe) < 60_000
+            assert video.layers.is_active(0, now_ms())
         # Receiver reports reach each publisher's aiortc sender.
         for p in people:
             for sender in p.publish_pc.getSenders():

@@ -75,6 +75,7 @@ from media.rtp import RtpHeader, RtpParseError, parse_rtp_header, unwrap_rtx_pay
 from media.sdp_simulcast import URI_REPAIRED_RID as URI_REPAIRED_RID
 from media.sdp_simulcast import URI_RID as URI_RID
 from media.sdp_simulcast import SimulcastOffer
+from sfu.clock import now_ms
 from sfu.twcc import (
     TWCC_URI,
     TwccFeedback,
@@ -470,7 +471,7 @@ class ForwardingReceiver(RTCRtpReceiver):
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         # Only reached for the first packet of an SSRC (the tap learns it); re-serialising
         # once per SSRC is fine.
-        await self.consume(packet.serialize(), arrival_time_ms)
+        await self.consume(packet.serialize(), now_ms())
 
     async def request_keyframe(self, layer: int = 0) -> bool:
         """PLI for one simulcast layer (or the only stream); False while its SSRC is unknown."""
@@ -556,7 +557,7 @@ def _start_twcc_feedback(dtls: RTCDtlsTransport, receiver: ForwardingReceiver) -
                 await asyncio.sleep(TWCC_FEEDBACK_INTERVAL_S)
                 if dtls.state != "connected":
                     continue
-                for packet in recorder.build_feedback(time.monotonic() * 1000):
+                for packet in recorder.build_feedback(now_ms()):
                     with contextlib.suppress(ConnectionError):
                         await dtls._send_rtp(packet)
 
@@ -627,8 +628,10 @@ def _install_ingress_tap(dtls: RTCDtlsTransport) -> None:
     router = dtls._rtp_router
 
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        # aiortc's arrival time is wall-clock ms since 1900; the SFU runs on its own clock.
         if len(data) < 12:
             return
+        arrival_time_ms = now_ms()
         ssrc = int.from_bytes(data[8:12], "big")
         receiver = known.get(ssrc)
         if receiver is not None and receiver in router.receivers:
