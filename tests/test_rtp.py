@@ -661,8 +661,13 @@ def test_overwrite_extension_in_place() -> None:
     exts = [(4, b"\x00\x00"), (1, b"7"), (3, b"\x01\x02\x03")]
     packet = bytearray(
         build_rtp_packet(
-            payload_type=96, marker=False, sequence_number=1, timestamp=2, ssrc=3,
-            extensions=exts, payload=b"payload",
+            payload_type=96,
+            marker=False,
+            sequence_number=1,
+            timestamp=2,
+            ssrc=3,
+            extensions=exts,
+            payload=b"payload",
         )
     )
     assert overwrite_extension(packet, 4, b"\xab\xcd")
@@ -675,8 +680,9 @@ def test_overwrite_extension_in_place() -> None:
     assert not overwrite_extension(packet, 4, b"\x01")  # wrong length
     assert not overwrite_extension(packet, 9, b"\x01\x02")  # absent
     plain = bytearray(
-        build_rtp_packet(payload_type=96, marker=False, sequence_number=1, timestamp=2, ssrc=3,
-                         payload=b"x")
+        build_rtp_packet(
+            payload_type=96, marker=False, sequence_number=1, timestamp=2, ssrc=3, payload=b"x"
+        )
     )
     assert not overwrite_extension(plain, 4, b"\x00\x00")
     assert not overwrite_extension(bytearray(b"\x90" + bytes(5)), 4, b"\x00\x00")

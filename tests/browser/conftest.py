@@ -18,22 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from tools.browser_rig import CHROMIUM_ARGS as BROWSER_RIG_ARGS
+
 REPO = Path(__file__).resolve().parents[2]
 SERVER_START_TIMEOUT_S = 60.0
 
 # Chromium flags from REFERENCE.md: fake camera/mic, loopback ICE, no outside traffic.
-CHROMIUM_ARGS = [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_ARGS = BROWSER_RIG_ARGS
 
 
 def _free_port() -> int:

@@ -9,20 +9,16 @@ lifting the cap must bring the capped one up; every sampled frame must carry an 
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
 
-from media.synthetic import BARCODE_GRID_ROWS, BARCODE_ROWS, decode_barcode, draw_counter_frame
+from tools.browser_rig import CAMERA_FRAMES, STATS_JS, frame_intact, write_noisy_y4m
 from tools.netshape import CappedNamespace
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.browser]
@@ -31,52 +27,8 @@ CAP_BPS = 1_000_000
 TOP_LAYER = 2
 ROOM = "simulcast"
 
-# The publisher's camera: 1280x720 at 30 fps with a noisy band, so that every layer costs
-# what its encoding allows (a still picture would make the top layer nearly free).
-Y4M_FRAMES = 45
-
-
-def write_noisy_y4m(path: Path, width: int = 1280, height: int = 720, fps: int = 30) -> None:
-    rng = np.random.default_rng(7)
-    with path.open("wb") as out:
-        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420\n".encode("ascii"))
-        for index in range(Y4M_FRAMES):
-            img = draw_counter_frame("simulcast", width, height, index, index * 1000 // fps)
-            band = slice(height // 2, height)
-            img[band] = rng.integers(0, 256, img[band].shape, dtype=np.uint8)
-            out.write(b"FRAME\n")
-            out.write(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
-
-
-STATS_JS = """() => {
-  const s = window.consilium.downlinkStats;
-  if (!s) return null;
-  const t = (s.tracks || []).find((x) => x.simulcast);
-  return { estimate: s.estimateBps, feedback: s.feedback,
-           current: t ? t.current : null, target: t ? t.target : null,
-           preferred: t ? t.preferred : null, switches: t ? t.switches : 0,
-           pauseReason: t ? t.pauseReason : null, wanted: s.wantedBps,
-           delay: s.estimator ? s.estimator.delay_based_bps : null,
-           loss: s.estimator ? s.estimator.loss_based_bps : null,
-           acked: s.estimator ? s.estimator.acked_bps : null,
-           usage: s.estimator ? s.estimator.usage : null,
-           probes: s.estimator ? s.estimator.probes_sent : null,
-           probeOk: s.estimator ? s.estimator.probes_succeeded : null,
-           lastProbe: s.estimator ? s.estimator.last_probe_bps : null,
-           probeTarget: s.estimator ? s.estimator.last_probe_target_bps : null };
-}"""
-
-# The top rows (the barcode) of the frame on screen, at the decoded size.
-GRAB_JS = """(rows) => {
-  const v = document.querySelector('#tiles .tile video');
-  if (!v || !v.videoWidth || v.readyState < 2) return null;
-  const w = v.videoWidth, h = v.videoHeight;
-  const ch = Math.ceil(h * rows / GRID_ROWS);
-  const c = document.createElement('canvas');
-  c.width = w; c.height = ch;
-  c.getContext('2d').drawImage(v, 0, 0, w, ch, 0, 0, w, ch);
-  return { w, h, png: c.toDataURL('image/png') };
-}""".replace("GRID_ROWS", str(BARCODE_GRID_ROWS))
+# The camera file and page snippets are shared with tools/bench_simulcast.py.
+Y4M_FRAMES = CAMERA_FRAMES
 
 
 @dataclass
@@ -100,19 +52,15 @@ async def sample(page: Any, watch: Watch, t0: float) -> None:
     inbound = await page.evaluate("() => window.consilium.inboundVideoStats()")
     if inbound:
         watch.decoded.append(max(s["framesDecoded"] for s in inbound))
-    grab = await page.evaluate(GRAB_JS, BARCODE_ROWS + 1)
-    if grab is None:
+    frame = await frame_intact(page)
+    if frame is None:
         return
-    png = base64.b64decode(grab["png"].split(",", 1)[1])
-    rows = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
-    full = np.zeros((grab["h"], grab["w"]), np.uint8)
-    full[: rows.shape[0]] = rows[: grab["h"]]
-    watch.sizes.add((grab["w"], grab["h"]))
-    if decode_barcode(full) is None:
-        watch.frames_bad += 1
-        cv2.imwrite(str(Path(tempfile.gettempdir()) / f"consilium-bad-{watch.name}.png"), full)
-    else:
+    intact, size = frame
+    watch.sizes.add(size)
+    if intact:
         watch.frames_ok += 1
+    else:
+        watch.frames_bad += 1
 
 
 async def wait_layer(

@@ -10,6 +10,9 @@ one observer page on the plain loopback, without any shaping.
 * H264: the same flow with the publisher preferring H264 (an Apple user agent, as the web client
   picks H264 first on Apple devices): the producer is H264, three layers arrive, the subscriber
   reaches the top layer and every sampled frame decodes intact.
+
+Where a server-side check fails, the tests note it and go on, and fail at the end with every
+note: one broken step should not hide whether the rest of the flow works.
 """
 
 from __future__ import annotations
@@ -23,12 +26,23 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
 # The small helpers of the first simulcast test (camera file, stats and frame grabbing). Both
 # files live in tests/browser, which has no __init__.py: pytest's default (prepend) import mode
 # puts that directory on sys.path, so the sibling imports as a top-level module.
-from test_simulcast import STATS_JS, Watch, sample, wait_layer, write_noisy_y4m
+from test_simulcast import (
+    STATS_JS,
+    Y4M_FRAMES,
+    Watch,
+    sample,
+    wait_layer,
+    write_noisy_y4m,
+)
+
+from media.synthetic import draw_counter_frame
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.browser]
 
@@ -69,20 +83,24 @@ SENDER_JS = """async () => {
       const report = await s.getStats();
       const outbound = {};
       let codec = null;
+      let uplinkBps = null;
       report.forEach((r) => {
+        if (r.type === 'candidate-pair' && r.nominated && r.availableOutgoingBitrate) {
+          uplinkBps = r.availableOutgoingBitrate;
+        }
         if (r.type !== 'outbound-rtp' || r.kind !== 'video') return;
         const c = r.codecId ? report.get(r.codecId) : null;
         if (c) codec = c.mimeType;
         outbound[r.rid || ''] = { framesEncoded: r.framesEncoded || 0,
           bytesSent: r.bytesSent || 0, packetsSent: r.packetsSent || 0,
-          rtxBytes: r.retransmittedBytesSent || 0, ssrc: r.ssrc, active: r.active,
+          keyFrames: r.keyFramesEncoded || 0, pli: r.pliCount || 0, fps: r.framesPerSecond || 0,
           frameHeight: r.frameHeight || 0,
           encoder: r.encoderImplementation || null,
           limitation: r.qualityLimitationReason || null };
       });
       return { encodings: (p.encodings || []).map((e) => ({ rid: e.rid || null,
                  active: e.active !== false })),
-               codec, outbound };
+               codec, uplinkBps, outbound };
     }
   }
   return null;
@@ -102,6 +120,22 @@ REPORTED_JS = """(pid) => {
   const t = (window.consilium.lastViewport || []).find((x) => x.participantId === pid);
   return t ? [t.width, t.height, t.visible] : null;
 }"""
+
+
+def write_moving_y4m(path: Path, width: int = 1280, height: int = 720, fps: int = 30) -> None:
+    """A camera H264 can encode at the layers' bitrates: the barcode frame over a smooth
+    pattern that moves every frame (no per-pixel noise, unlike write_noisy_y4m)."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420\n".encode("ascii"))
+        for index in range(Y4M_FRAMES):
+            img = draw_counter_frame("simulcast", width, height, index, index * 1000 // fps)
+            phase = 2 * np.pi * index / Y4M_FRAMES
+            wave = 128 + 90 * np.sin(xs / 37.0 + phase) * np.cos(ys / 23.0 - 2 * phase)
+            band = slice(height // 2, height)
+            img[band] = np.clip(wave[band], 0, 255).astype(np.uint8)[..., None]
+            out.write(b"FRAME\n")
+            out.write(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
 
 
 def _get_json(url: str) -> Any:
@@ -408,9 +442,15 @@ async def test_h264_simulcast(
     playwright_api = pytest.importorskip("playwright.async_api")
     room = "h264simulcast"
     y4m = tmp_path / "camera.y4m"
-    write_noisy_y4m(y4m)
+    # Not the noisy camera: on per-pixel noise OpenH264 runs at its highest QP, and Chromium's
+    # quality scaler (reported as qualityLimitationReason 'bandwidth') then scales the input
+    # down step by step, 720p -> 540p -> 360p, where the top encoding is dropped (q and h
+    # end at 90p and 180p). That is Chromium adapting to incompressible content, not a
+    # simulcast failure; a moving but compressible picture keeps all three layers at full size.
+    write_moving_y4m(y4m)
     server = await server_factory()
     started = time.monotonic()
+    problems: list[str] = []
 
     async with playwright_api.async_playwright() as pw:
         call = Call(pw, chromium_path, chromium_args, tmp_path)
@@ -440,6 +480,9 @@ async def test_h264_simulcast(
             async def producer() -> dict[str, Any]:
                 return await video_producer(server, room, pub_id)
 
+            async def sender() -> Any:
+                return await publisher.evaluate(SENDER_JS)
+
             async with Sampler(subscriber, "h264") as sampler:
                 prod = await wait_until(
                     producer,
@@ -447,41 +490,61 @@ async def test_h264_simulcast(
                     TOP_LAYER_TIMEOUT_S,
                     "all three H264 layers arrive at the server",
                 )
+                layers_at = time.monotonic() - started
                 assert prod["codec"] == "h264", prod
                 assert prod["simulcast"] == ["q", "h", "f"], prod
-                layers_at = time.monotonic() - started
-                top = await wait_layer(
-                    subscriber, lambda s: s["current"] == TOP_LAYER, TOP_LAYER_TIMEOUT_S
-                )
-                top_at = time.monotonic() - started
-                assert top["preferred"] == TOP_LAYER, top
-                await wait_until(
-                    lambda: inbound(subscriber),
-                    lambda ins: any(s["frameHeight"] == 720 for s in ins),
+                # Chromium really encodes three H264 streams at the nominal sizes.
+                snd = await wait_until(
+                    sender,
+                    lambda s: (
+                        {r: o["frameHeight"] for r, o in s["outbound"].items()}
+                        == {"q": 180, "h": 360, "f": 720}
+                    ),
                     STEP_TIMEOUT_S,
-                    "the subscriber decodes 720p frames",
+                    "the publisher encodes q/h/f at 180/360/720 lines",
                 )
+                assert str(snd["codec"]).lower() == "video/h264", snd
+                # The subscriber's big tile wants the top layer; checked softly (reported at
+                # the end) so that the frame checks below run in any case.
+                top_at = None
+                try:
+                    top = await wait_layer(
+                        subscriber, lambda s: s["current"] == TOP_LAYER, TOP_LAYER_TIMEOUT_S
+                    )
+                    top_at = time.monotonic() - started
+                    assert top["preferred"] == TOP_LAYER, top
+                    await wait_until(
+                        lambda: inbound(subscriber),
+                        lambda ins: any(s["frameHeight"] == 720 for s in ins),
+                        STEP_TIMEOUT_S,
+                        "the subscriber decodes 720p frames",
+                    )
+                except AssertionError as exc:
+                    problems.append(
+                        f"{exc}; server producer {await producer()}; publisher {await sender()}"
+                    )
                 await asyncio.sleep(5)
-                await sampler.stop()
-            snd = await publisher.evaluate(SENDER_JS)
+            snd = await sender()
+            prod = await producer()
             received = await inbound(subscriber)
             watch = sampler.watch
             print(
                 f"\nh264 simulcast: three layers at the server {layers_at:.1f} s, top layer at "
-                f"the subscriber {top_at:.1f} s after start; server layer bitrates "
-                f"{prod['layerBitrates']}; publisher codec {snd and snd['codec']}, encoders "
-                f"{snd and {rid: o['encoder'] for rid, o in snd['outbound'].items()}}; "
+                f"the subscriber {'never' if top_at is None else f'{top_at:.1f} s'}; "
+                f"server layer bitrates {prod['layerBitrates']}; encoders "
+                f"{ {rid: o['encoder'] for rid, o in snd['outbound'].items()} }; "
                 f"{watch.frames_ok} frames ok, {watch.frames_bad} bad, sizes {sorted(watch.sizes)}"
             )
             # The SFU forwards without transcoding: the subscriber decodes what was sent.
-            assert all(str(s["codec"]).lower() == "video/h264" for s in received), received
-            assert snd is not None and str(snd["codec"]).lower() == "video/h264", snd
-            assert sorted(rid for rid in snd["outbound"]) == ["f", "h", "q"], snd
+            assert received and all(str(s["codec"]).lower() == "video/h264" for s in received), (
+                received
+            )
             assert watch.frames_bad == 0, "the subscriber showed a frame with a broken barcode"
             assert watch.frames_ok > 10, watch
-            assert (1280, 720) in watch.sizes, watch.sizes
             assert watch.decoded[-1] > watch.decoded[0]
             for page in (publisher, subscriber):
                 assert not page_errors(page), page.test_console
+            assert not problems, "\n".join(problems)
+            assert (1280, 720) in watch.sizes, watch.sizes
         finally:
             await call.close()
