@@ -502,18 +502,28 @@ class LossBasedEstimator:
             self._history.popleft()
         self._history.append((now_ms, self._rate))
 
-    def update(self, loss_fraction: float, now_ms: float) -> int:
-        """One loss report (fraction of packets lost since the previous one)."""
+    def update(self, loss_fraction: float, now_ms: float, delivered_bps: int | None = None) -> int:
+        """One loss report (fraction of packets lost since the previous one).
+
+        `delivered_bps`, the throughput the receiver acknowledged meanwhile, bounds a decrease:
+        a burst of loss (a keyframe or a probe overflowing a short queue) must not push the
+        rate far below what the path has just carried.
+        """
         if loss_fraction < self.LOW_LOSS:
             floor = min((r for _, r in self._history), default=self._rate)
             self._rate = max(self._rate, self._clamp(floor * 1.08 + 1000))
         elif loss_fraction > self.HIGH_LOSS:
             last = self._last_decrease_ms
             if last is None or now_ms - last >= self.DECREASE_INTERVAL_MS + self.rtt_ms:
-                self._rate = self._clamp(self._rate * (1 - 0.5 * loss_fraction))
+                decreased = self._rate * (1 - 0.5 * loss_fraction)
+                if delivered_bps is not None:
+                    decreased = max(decreased, self.DELIVERED_FLOOR * delivered_bps)
+                self._rate = self._clamp(min(decreased, self._rate))
                 self._last_decrease_ms = now_ms
         self._remember(now_ms)
         return int(self._rate)
+
+    DELIVERED_FLOOR = 0.85
 
     def limit(self, cap_bps: float) -> int:
         """Never above the delay-based estimate (`cap_bps`)."""
@@ -735,7 +745,7 @@ class DownlinkEstimator:
         if self._expected >= self.LOSS_REPORT_PACKETS:
             self._loss_fraction = self._lost / self._expected
             self._loss_smoothed = 0.8 * self._loss_smoothed + 0.2 * self._loss_fraction
-            self.loss_based.update(self._loss_fraction, now_ms)
+            self.loss_based.update(self._loss_fraction, now_ms, self.acked.bitrate_bps)
             self._lost = self._expected = 0
 
     # ------------------------------------------------------------------ probing

@@ -126,6 +126,12 @@ KEEP_TOLERANCE = 0.25
 # every second.
 UPGRADE_HOLD_MS = 4000
 UPGRADE_HOLD_MAX_MS = 16000
+# A playing video is paused for bandwidth only after its lowest layer has not fitted for this
+# long: estimates dip for a moment after a loss burst, and a pause is a freeze the viewer sees.
+PAUSE_DWELL_MS = 3000
+# Climbing above the layer a track receives needs the budget to afford it for this long: a
+# probe can overshoot for a moment, and a layer chosen on it would congest the link at once.
+UPGRADE_DWELL_MS = 1500
 # ... unless the estimate has since grown this much past what it was at the fall: the link
 # clearly changed (a probe found the room), so waiting would only keep the picture small.
 HOLD_RELEASE_GROWTH = 1.5
@@ -170,18 +176,35 @@ class Allocator:
     down to a lower layer needs it to fit.
     """
 
-    __slots__ = ("_holds", "_last_target", "hold_ms", "keep_tolerance", "upgrade_headroom")
+    __slots__ = (
+        "_affordable",
+        "_holds",
+        "_last_target",
+        "_starved",
+        "dwell_ms",
+        "pause_dwell_ms",
+        "hold_ms",
+        "keep_tolerance",
+        "upgrade_headroom",
+    )
 
     def __init__(
         self,
         upgrade_headroom: float = UPGRADE_HEADROOM,
         hold_ms: int = UPGRADE_HOLD_MS,
         keep_tolerance: float = KEEP_TOLERANCE,
+        dwell_ms: int = UPGRADE_DWELL_MS,
+        pause_dwell_ms: int = PAUSE_DWELL_MS,
     ) -> None:
         if upgrade_headroom < 0 or not 0 <= keep_tolerance < 1:
             raise ValueError("headroom must not be negative, keep tolerance within [0, 1)")
         self.upgrade_headroom = upgrade_headroom
         self.keep_tolerance = keep_tolerance
+        self.dwell_ms = dwell_ms
+        self.pause_dwell_ms = pause_dwell_ms
+        self._starved: dict[str, float] = {}  # producer id -> since when its lowest layer misfits
+        # producer id -> (layer above the current one, since when the budget affords it)
+        self._affordable: dict[str, tuple[int, float]] = {}
         self.hold_ms = hold_ms
         self._last_target: dict[str, int | None] = {}
         # producer id -> (no upgrade above layer, until ms, hold length, estimate at the fall)
@@ -192,6 +215,22 @@ class Allocator:
         if hold is None or now_ms >= hold[1] or estimate_bps >= HOLD_RELEASE_GROWTH * hold[3]:
             return None
         return hold[0]
+
+    def _dwelt(self, video: _Video, layer: int, now_ms: float, touched: set[str]) -> bool:
+        """An affordable climb above the current layer happens once it stayed affordable."""
+        current = video.demand.current_layer
+        if current is None or layer <= current or self.dwell_ms <= 0:
+            return True
+        pid = video.demand.producer_id
+        touched.add(pid)
+        seen = self._affordable.get(pid)
+        if seen is None or seen[0] != layer:
+            self._affordable[pid] = (layer, now_ms)
+            return False
+        if now_ms - seen[1] < self.dwell_ms:
+            return False
+        del self._affordable[pid]
+        return True
 
     def _remember(
         self, allocations: Sequence[Allocation], now_ms: float, estimate_bps: int
@@ -277,10 +316,19 @@ class Allocator:
             v.index: self._ceiling(v.demand.producer_id, now_ms, estimate_bps) for v in videos
         }
         for video in videos:
+            pid = video.demand.producer_id
             extra, needed = self._price(video, 0)
             if needed <= budget:
-                video.step = 0
-                budget -= extra
+                self._starved.pop(pid, None)
+            elif video.demand.current_layer is None:
+                continue  # not playing: nothing to keep
+            elif now_ms - self._starved.setdefault(pid, now_ms) >= self.pause_dwell_ms:
+                del self._starved[pid]
+                continue
+            # Fits, or playing and within the grace period (the budget may go negative).
+            video.step = 0
+            budget -= extra
+        touched: set[str] = set()
         moved = True
         while moved:
             moved = False
@@ -292,7 +340,7 @@ class Allocator:
                 if ceiling is not None and video.layers[nxt] > ceiling:
                     continue
                 extra, needed = self._price(video, nxt)
-                if needed <= budget:
+                if needed <= budget and self._dwelt(video, video.layers[nxt], now_ms, touched):
                     budget -= extra
                     video.step = nxt
                     moved = True
@@ -306,6 +354,12 @@ class Allocator:
                 allocations[video.index] = Allocation(
                     pid, layer, video.demand.layer_bitrates[layer]
                 )
+        for pid in [p for p in self._starved if p not in {v.demand.producer_id for v in videos}]:
+            del self._starved[pid]
+        # A climb that was not affordable this round (or happened) starts its wait afresh.
+        for pid in list(self._affordable):
+            if pid not in touched:
+                del self._affordable[pid]
         done = tuple(a for a in allocations if a is not None)
         assert len(done) == len(demands)
         self._remember(done, now_ms, estimate_bps)

@@ -182,7 +182,7 @@ def layers_of(result: AllocationResult) -> dict[str, int | None]:
 
 def exact() -> Allocator:
     """The allocator without the keep tolerance: these tables check exact budgets."""
-    return Allocator(keep_tolerance=0)
+    return Allocator(keep_tolerance=0, dwell_ms=0, pause_dwell_ms=0)
 
 
 def test_plenty_of_bandwidth_gives_everyone_their_preferred_layer() -> None:
@@ -446,7 +446,7 @@ def _video(layer_bitrates: tuple[int, ...], current: int | None) -> TrackDemand:
 
 def test_a_track_that_lost_a_layer_does_not_climb_back_at_once() -> None:
     rates = (150_000, 500_000, 1_500_000)
-    allocator = Allocator(hold_ms=4000, keep_tolerance=0)
+    allocator = Allocator(hold_ms=4000, keep_tolerance=0, dwell_ms=0, pause_dwell_ms=0)
     first = allocator.allocate(3_000_000, [_video(rates, None)], 0)
     assert first.allocations[0].target_layer == 2
     fell = allocator.allocate(1_400_000, [_video(rates, 2)], 1000)
@@ -460,7 +460,7 @@ def test_a_track_that_lost_a_layer_does_not_climb_back_at_once() -> None:
 
 def test_falling_again_soon_doubles_the_hold() -> None:
     rates = (150_000, 500_000, 1_500_000)
-    allocator = Allocator(hold_ms=1000, keep_tolerance=0)
+    allocator = Allocator(hold_ms=1000, keep_tolerance=0, dwell_ms=0, pause_dwell_ms=0)
     allocator.allocate(3_000_000, [_video(rates, None)], 0)
     allocator.allocate(1_400_000, [_video(rates, 2)], 0)  # hold 1 s, until 1000
     assert allocator.allocate(1_800_000, [_video(rates, 1)], 1000).allocations[0].target_layer == 2
@@ -471,7 +471,7 @@ def test_falling_again_soon_doubles_the_hold() -> None:
 
 def test_a_paused_track_resumes_on_its_lowest_layer_during_the_hold() -> None:
     rates = (150_000, 500_000, 1_500_000)
-    allocator = Allocator(hold_ms=4000, keep_tolerance=0)
+    allocator = Allocator(hold_ms=4000, keep_tolerance=0, dwell_ms=0, pause_dwell_ms=0)
     allocator.allocate(3_000_000, [_video(rates, None)], 0)
     paused = allocator.allocate(120_000, [_video(rates, 2)], 100)
     assert paused.allocations[0].target_layer is None
@@ -482,7 +482,7 @@ def test_a_paused_track_resumes_on_its_lowest_layer_during_the_hold() -> None:
 
 def test_a_much_larger_estimate_ends_the_hold_early() -> None:
     rates = (150_000, 500_000, 1_500_000)
-    allocator = Allocator(hold_ms=4000, keep_tolerance=0)
+    allocator = Allocator(hold_ms=4000, keep_tolerance=0, dwell_ms=0, pause_dwell_ms=0)
     allocator.allocate(3_000_000, [_video(rates, None)], 0)
     allocator.allocate(1_400_000, [_video(rates, 2)], 0)
     # 1.4 x the estimate at the fall: still held; 1.5 x: the link changed, climb now.
@@ -493,12 +493,44 @@ def test_a_much_larger_estimate_ends_the_hold_early() -> None:
 
 def test_a_track_keeps_its_layer_through_estimate_dips() -> None:
     rates = (150_000, 500_000, 1_500_000)
-    allocator = Allocator(keep_tolerance=0.25)
+    allocator = Allocator(keep_tolerance=0.25, dwell_ms=0, pause_dwell_ms=0)
     # Receiving layer 1 (500 kbit/s): a dip to 400 kbit/s keeps it, 370 kbit/s does not.
     assert allocator.allocate(400_000, [_video(rates, 1)], 0).allocations[0].target_layer == 1
     assert allocator.allocate(370_000, [_video(rates, 1)], 0).allocations[0].target_layer == 0
     # Not receiving it yet: climbing to it needs the full cost plus headroom.
-    fresh = Allocator(keep_tolerance=0.25)
+    fresh = Allocator(keep_tolerance=0.25, dwell_ms=0)
     assert fresh.allocate(400_000, [_video(rates, 0)], 0).allocations[0].target_layer == 0
     with pytest.raises(ValueError):
         Allocator(keep_tolerance=1.0)
+
+
+def test_a_climb_waits_until_the_budget_has_afforded_it_for_the_dwell() -> None:
+    rates = (150_000, 500_000, 1_500_000)
+    allocator = Allocator(dwell_ms=1500, keep_tolerance=0)
+    # Receiving layer 1; the estimate jumps (a probe): no climb yet.
+    assert allocator.allocate(2_000_000, [_video(rates, 1)], 0).allocations[0].target_layer == 1
+    assert allocator.allocate(2_000_000, [_video(rates, 1)], 1000).allocations[0].target_layer == 1
+    # The estimate fell back for a moment: the wait starts over.
+    assert allocator.allocate(600_000, [_video(rates, 1)], 1200).allocations[0].target_layer == 1
+    assert allocator.allocate(2_000_000, [_video(rates, 1)], 1400).allocations[0].target_layer == 1
+    assert allocator.allocate(2_000_000, [_video(rates, 1)], 2800).allocations[0].target_layer == 1
+    assert allocator.allocate(2_000_000, [_video(rates, 1)], 2900).allocations[0].target_layer == 2
+    # Starting (nothing received yet) does not wait.
+    start = Allocator(dwell_ms=1500)
+    assert start.allocate(2_000_000, [_video(rates, None)], 0).allocations[0].target_layer == 2
+
+
+def test_a_playing_video_is_paused_only_after_the_grace_period() -> None:
+    rates = (150_000, 500_000, 1_500_000)
+    allocator = Allocator(pause_dwell_ms=3000)
+    # Playing layer 0 when the estimate collapses: it keeps playing for the grace period ...
+    assert allocator.allocate(50_000, [_video(rates, 0)], 0).allocations[0].target_layer == 0
+    assert allocator.allocate(50_000, [_video(rates, 0)], 2999).allocations[0].target_layer == 0
+    # ... and the grace restarts when the layer fits again in between.
+    assert allocator.allocate(500_000, [_video(rates, 0)], 3000).allocations[0].target_layer == 0
+    assert allocator.allocate(50_000, [_video(rates, 0)], 3100).allocations[0].target_layer == 0
+    paused = allocator.allocate(50_000, [_video(rates, 0)], 6100).allocations[0]
+    assert (paused.target_layer, paused.pause_reason) == (None, PauseReason.NO_BANDWIDTH)
+    # Not playing yet: nothing to keep, paused at once.
+    fresh = Allocator(pause_dwell_ms=3000)
+    assert fresh.allocate(50_000, [_video(rates, None)], 0).allocations[0].target_layer is None

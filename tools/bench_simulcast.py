@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sfu.clock import now_ms
 from tools.browser_rig import (
     CHROMIUM_ARGS,
     FRAME_TIMES_JS,
@@ -167,8 +168,14 @@ async def browser_run(settle_s: float, measure_s: float, trace_dir: str | None) 
                 poller = asyncio.create_task(_poll(page, run, t0, stop))
                 await _wait_for(page, lambda s: s["current"] is not None, 60)
                 rows = []
-                for cap in CAPS:
+                phases: list[tuple[int, int | None]] = []  # (monotonic ms, cap) for traces
+
+                def shape(cap: int | None) -> None:
                     net.set_downlink(cap, queue_ms=300)
+                    phases.append((now_ms(), cap))
+
+                for cap in CAPS:
+                    shape(cap)
                     await asyncio.sleep(settle_s)
                     start = time.monotonic() - t0
                     await asyncio.sleep(measure_s)
@@ -177,15 +184,19 @@ async def browser_run(settle_s: float, measure_s: float, trace_dir: str | None) 
                     layers_seen = [s["current"] for s in window]
                     rows.append((cap, estimates, layers_seen, await _layer_bitrates(server, pid)))
 
-                net.set_downlink(300_000, queue_ms=300)
+                shape(300_000)
                 await asyncio.sleep(settle_s)
-                net.set_downlink(None)
+                shape(None)
                 to_top = await _wait_for(page, lambda s: s["current"] == TOP_LAYER, 120)
                 estimate_after = await page.evaluate(STATS_JS)
                 chrome_freezes, chrome_freeze_s, frames = await _freezes(page)
                 elapsed = time.monotonic() - t0
                 stop.set()
                 await poller
+                if trace_dir:
+                    # The server's trace and these phases share the system's monotonic clock.
+                    path = Path(trace_dir, "phases.json")
+                    await asyncio.to_thread(path.write_text, json.dumps(phases))
                 switches = run.trace[-1][1]["switches"] if run.trace else 0
 
                 print("\ndownlink estimate vs capacity (real Chromium subscriber, TWCC feedback)")
