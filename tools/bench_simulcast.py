@@ -179,10 +179,13 @@ async def browser_run(settle_s: float, measure_s: float, trace_dir: str | None) 
                     await asyncio.sleep(settle_s)
                     start = time.monotonic() - t0
                     await asyncio.sleep(measure_s)
+                    drops = net.downlink_drops()
                     window = [s for t, s in run.trace if t >= start]
                     estimates = [s["estimate"] for s in window]
                     layers_seen = [s["current"] for s in window]
-                    rows.append((cap, estimates, layers_seen, await _layer_bitrates(server, pid)))
+                    rows.append(
+                        (cap, estimates, layers_seen, await _layer_bitrates(server, pid), drops)
+                    )
 
                 shape(300_000)
                 await asyncio.sleep(settle_s)
@@ -203,8 +206,9 @@ async def browser_run(settle_s: float, measure_s: float, trace_dir: str | None) 
                 print(f"  settle {settle_s:.0f} s, then {measure_s:.0f} s of samples per cap")
                 print(
                     "  cap        estimate mean   p10    p90   (x cap)   layers seen   layer kbps"
+                    "          link drops"
                 )
-                for cap, estimates, layers_seen, layer_bps in rows:
+                for cap, estimates, layers_seen, layer_bps, drops in rows:
                     if not estimates:
                         print(f"  {cap / 1e6:4.1f} Mbps  no samples")
                         continue
@@ -218,7 +222,7 @@ async def browser_run(settle_s: float, measure_s: float, trace_dir: str | None) 
                         f"  {cap / 1e6:4.1f} Mbps  {mean / 1e3:8.0f} kbps   "
                         f"{deciles[0] / cap:5.2f}  {deciles[-1] / cap:5.2f}   "
                         f"{mean / cap:5.2f}     {sorted(set(layers_seen), key=str)!s:12}  "
-                        f"{[round(b / 1000) for b in layer_bps]}"
+                        f"{[round(b / 1000) for b in layer_bps]!s:19} {drops}"
                     )
                 print("\nbandwidth returns (300 kbit/s cap lifted)")
                 if to_top is None:

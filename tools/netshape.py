@@ -321,6 +321,20 @@ class CappedNamespace:
         elif current is not None:
             _run([*tc, "qdisc", "del", "dev", dev, "root"])
 
+    def downlink_drops(self) -> int:
+        """Packets the downlink's queue has dropped since its cap was (re)applied (0: no cap)."""
+        if not self._linked or self.downlink_bps is None:
+            return 0
+        out = subprocess.run(
+            ["tc", "-s", "qdisc", "show", "dev", self.host_if],
+            capture_output=True,
+            text=True,
+            timeout=_CMD_TIMEOUT_S,
+            check=False,
+        ).stdout
+        match = re.search(r"dropped (\d+)", out)
+        return int(match.group(1)) if match else 0
+
     # -- running things inside --------------------------------------------------------------
 
     def command(self, argv: list[str]) -> list[str]:
