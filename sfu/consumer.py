@@ -23,6 +23,9 @@ from sfu.vocabulary import DropReason, LayerSelection, MediaKind, PauseReason
 # Enough for ~1 s of 720p video; issue 4 replaces this with a time-sized cache.
 RETRANSMIT_CACHE_PACKETS = 512
 RETRANSMIT_MIN_INTERVAL_MS = 100
+# Retransmissions wait behind a backlog like everything else; past this much backlog they would
+# only add to the congestion that lost the packets (the receiver asks for a keyframe instead).
+RETRANSMIT_MAX_BACKLOG_MS = 150.0
 
 
 class DownlinkTransport(Protocol):
@@ -41,6 +44,9 @@ class DownlinkTransport(Protocol):
     ) -> bool: ...
 
     def on_remb(self, bitrate_bps: int) -> None: ...
+
+    @property
+    def backlog_ms(self) -> float: ...
 
 
 @dataclass(slots=True)
@@ -84,6 +90,7 @@ class Consumer:
         self.pauses = 0
         self.not_negotiated = 0
         self.retransmitted = 0
+        self.retransmits_skipped = 0
         self.probe_packets = 0
         self.remb_bps: int | None = None
         self.fraction_lost = 0
@@ -252,6 +259,9 @@ class Consumer:
         codec = self.sender.negotiated
         if codec is None:
             return
+        if self.transport is not None and self.transport.backlog_ms > RETRANSMIT_MAX_BACKLOG_MS:
+            self.retransmits_skipped += len(sequence_numbers)
+            return
         for seq in sequence_numbers:
             sent = self._cache.get(seq)
             if sent is None or self._now_ms - sent.last_retransmit_ms < RETRANSMIT_MIN_INTERVAL_MS:
@@ -299,6 +309,7 @@ class Consumer:
             "drops": drops,
             "notNegotiated": self.not_negotiated,
             "retransmitted": self.retransmitted,
+            "retransmitsSkipped": self.retransmits_skipped,
             "probePackets": self.probe_packets,
             "rembBps": self.remb_bps,
             "fractionLost": self.fraction_lost,

@@ -33,6 +33,8 @@ REPORT_EVERY_TICKS = 5  # the subscriber's page gets its layer/estimate state on
 NO_FEEDBACK_GRACE_MS = 5000
 UNLIMITED_BPS = 1_000_000_000
 REMB_FLOOR_HEADROOM = 1.25
+# No probing while the pacer holds more than this: the link is already full.
+PROBE_MAX_BACKLOG_MS = 50.0
 # Padding is sent in slices this long while a probe cluster runs.
 PROBE_SLICE_MS = 10
 # Priorities of video tracks (audio always comes first).
@@ -110,6 +112,11 @@ class Downlink:
         if self._drain_task is None or self._drain_task.done():
             self._drain_task = asyncio.ensure_future(self._drain())
         return True
+
+    @property
+    def backlog_ms(self) -> float:
+        """How long what waits in the pacer takes to leave at the current pacing rate."""
+        return self._queued_bytes * 8000 / max(self.pacer.rate_bps, 1)
 
     async def _transmit(self, item: _Outgoing, delayed: bool) -> bool:
         now = now_ms()
@@ -226,6 +233,7 @@ class Downlink:
         wanted = int(result.wanted_bps * (1 + self.allocator.upgrade_headroom))
         if (
             self.has_feedback
+            and self.backlog_ms < PROBE_MAX_BACKLOG_MS
             and wanted > self.estimator.estimate_bps
             and (self._probe_task is None or self._probe_task.done())
         ):
