@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -133,7 +134,9 @@ async def test_capped_subscriber_gets_a_low_layer_and_recovers(
                 ("slow", slow_browser, f"http://{capped.host_addr}:{server.port}"),
             ):
                 page = await browser.new_page(viewport={"width": 1600, "height": 1000})
-                await page.goto(f"{origin}{base}&name={name}&role=observer")
+                # The fast page shows the debug overlay (the layer state the server pushes).
+                debug = "&debug=1" if name == "fast" else ""
+                await page.goto(f"{origin}{base}&name={name}&role=observer{debug}")
                 await page.wait_for_function("window.consilium.state === 'joined'")
                 pages[name] = page
             watches = {name: Watch(name) for name in pages}
@@ -169,6 +172,12 @@ async def test_capped_subscriber_gets_a_low_layer_and_recovers(
                 up = await wait_layer(pages["slow"], lambda s: s["current"] == TOP_LAYER, 90)
                 recovery_s = time.monotonic() - lifted_at
                 await asyncio.sleep(3)
+                overlay = await pages["fast"].locator(".tile .debug", has_text="layer").inner_text()
+                assert re.search(r"layer [0-2] → [0-2] \(wants 2\)", overlay), overlay
+                assert re.search(r"downlink [\d.]+ (Mbit|kbit)/s \(twcc\)", overlay), overlay
+                assert await pages["slow"].evaluate(
+                    "() => [...document.querySelectorAll('.tile .debug')].every((e) => e.hidden)"
+                )
             finally:
                 stop.set()
                 await task
