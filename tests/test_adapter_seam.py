@@ -141,3 +141,54 @@ async def test_adopted_receiver_forwards_bytes_and_never_decodes() -> None:
     finally:
         await sender_pc.close()
         await sfu_pc.close()
+
+
+async def test_transport_feedback_is_taken_out_below_aiortcs_rtcp_parser() -> None:
+    """A compound RR + TWCC: aiortc's parser would drop it whole (the TWCC FCI is not a NACK
+    list); the tap hands the TWCC to the sink and only the rest to aiortc."""
+    import types
+
+    from aiortc.rtp import RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpRtpfbPacket
+
+    from sfu.twcc import build_twcc
+
+    twcc = build_twcc(1, 2, 65534, 7, [(65534, 10.0), (65535, None), (0, 12.5)])
+    rr = bytes(
+        RtcpRrPacket(
+            ssrc=1,
+            reports=[
+                RtcpReceiverInfo(
+                    ssrc=2,
+                    fraction_lost=0,
+                    packets_lost=0,
+                    highest_sequence=5,
+                    jitter=0,
+                    lsr=0,
+                    dlsr=0,
+                )
+            ],
+        )
+    )
+    # aiortc reads transport-wide feedback as a generic RTPFB (its FCI as a NACK list).
+    stock_view = RtcpPacket.parse(rr + twcc)
+    assert any(isinstance(p, RtcpRtpfbPacket) and p.fmt == 15 for p in stock_view)
+    passed: list[bytes] = []
+    received = []
+
+    async def stock(data: bytes) -> None:
+        passed.append(data)
+
+    dtls = types.SimpleNamespace(_handle_rtcp_data=stock)
+    adapter._install_rtcp_tap(dtls)  # type: ignore[arg-type]
+    adapter._transport_state(dtls).twcc_sink = received.append  # type: ignore[arg-type]
+    await dtls._handle_rtcp_data(rr + twcc)
+    assert passed == [rr]
+    [feedback] = received
+    assert (feedback.base_sequence, feedback.feedback_count) == (65534, 7)
+    assert [seq for seq, _ in feedback.arrivals] == [65534, 65535, 0]
+    # A well-framed TWCC with no room for its fields is counted, never raised, and the rest of
+    # the compound still reaches aiortc.
+    empty_twcc = bytes([0x8F, 205, 0, 2]) + (1).to_bytes(4, "big") + (2).to_bytes(4, "big")
+    await dtls._handle_rtcp_data(rr + empty_twcc)
+    assert adapter._transport_state(dtls).twcc_malformed == 1
+    assert passed == [rr, rr]
