@@ -438,7 +438,9 @@ async function startPublishing() {
 // first, so the server can give each viewer the one that fits their link and tile. Small
 // cameras get fewer layers; a browser that refuses encodings sends one stream.
 const SIMULCAST_LAYERS = [
-  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  // The lowest layer is what a phone on a bad cellular link gets: 15 fps keeps it small
+  // enough (about 100 kbit/s) to fit next to audio in a 300 kbit/s link.
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 100000, maxFramerate: 15 },
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1500000 },
 ];
