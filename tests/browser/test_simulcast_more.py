@@ -49,10 +49,10 @@ pytestmark = [pytest.mark.webrtc, pytest.mark.browser]
 TOP_LAYER = 2
 SUBSCRIBER_VIEWPORT = {"width": 1600, "height": 1000}
 # Generous: starting two browsers, the first keyframes and the estimate's ramp-up.
-TOP_LAYER_TIMEOUT_S = 40
+TOP_LAYER_TIMEOUT_S = 60
 # sfu.dynacast.LAYER_OFF_DELAY_MS is 5 s; a layer is switched off within a tick after that.
-DYNACAST_TIMEOUT_S = 15
-STEP_TIMEOUT_S = 15
+DYNACAST_TIMEOUT_S = 25
+STEP_TIMEOUT_S = 30
 # Layers stop counting 1 s after their last packet (the bitrate window is 2 s).
 LAYER_GONE_TIMEOUT_S = 6
 # The same iPhone as tests/browser/test_web_client.py: isApplePlatform() is true for it.
