@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Protocol
 
 from media.rtp import abs_send_time_value, build_rtp_packet, wrap_rtx_payload
@@ -16,13 +14,12 @@ from sfu.adapters.aiortc_adapter import (
     URI_TRANSPORT_CC,
     ForwardingSender,
 )
+from sfu.clock import now_ms as clock_ms
 from sfu.forwarder import Forwarder, IngressPacket
 from sfu.producer import Producer
+from sfu.retransmit import CachedPacket, RetransmitCache
 from sfu.vocabulary import DropReason, LayerSelection, MediaKind, PauseReason
 
-# Enough for ~1 s of 720p video; issue 4 replaces this with a time-sized cache.
-RETRANSMIT_CACHE_PACKETS = 512
-RETRANSMIT_MIN_INTERVAL_MS = 100
 # Retransmissions wait behind a backlog like everything else; past this much backlog they would
 # only add to the congestion that lost the packets (the receiver asks for a keyframe instead).
 RETRANSMIT_MAX_BACKLOG_MS = 150.0
@@ -47,14 +44,6 @@ class DownlinkTransport(Protocol):
 
     @property
     def backlog_ms(self) -> float: ...
-
-
-@dataclass(slots=True)
-class _SentPacket:
-    marker: bool
-    timestamp: int
-    payload: bytes
-    last_retransmit_ms: int
 
 
 class Consumer:
@@ -94,7 +83,7 @@ class Consumer:
         self.probe_packets = 0
         self.remb_bps: int | None = None
         self.fraction_lost = 0
-        self._cache: OrderedDict[int, _SentPacket] = OrderedDict()
+        self._cache = RetransmitCache()
         self._probe_cursor = 0
         self._rtx_seq = random.randrange(0, 1 << 15)
         self._now_ms = 0
@@ -162,7 +151,9 @@ class Consumer:
             payload=payload,
         )
         if self.producer.kind is MediaKind.VIDEO:
-            self._remember(decision.sequence_number, header.marker, decision.timestamp, payload)
+            self._cache.store(
+                decision.sequence_number, header.marker, decision.timestamp, payload, now_ms
+            )
         await self._send(out, decision.timestamp, len(payload), twcc_id, None)
 
     async def _send(
@@ -207,12 +198,7 @@ class Consumer:
                 out.append((level_id, level))
         return out, twcc_id
 
-    def _remember(self, seq: int, marker: bool, timestamp: int, payload: bytes) -> None:
-        self._cache[seq] = _SentPacket(marker, timestamp, payload, -RETRANSMIT_MIN_INTERVAL_MS)
-        if len(self._cache) > RETRANSMIT_CACHE_PACKETS:
-            self._cache.popitem(last=False)
-
-    def _rtx_packet(self, seq: int, sent: _SentPacket) -> tuple[bytes, int | None] | None:
+    def _rtx_packet(self, seq: int, sent: CachedPacket) -> tuple[bytes, int | None] | None:
         codec = self.sender.negotiated
         if codec is None or codec.rtx_payload_type is None:
             return None
@@ -235,9 +221,9 @@ class Consumer:
         Real media as filler (like libwebrtc's redundant payloads) costs the receiver nothing:
         a duplicate is discarded after the jitter buffer has it.
         """
-        if self.closed or not self.sender.ready or not self._cache:
+        recent = self._cache.recent(32)
+        if self.closed or not self.sender.ready or not recent:
             return 0
-        recent = list(self._cache.items())[-32:]
         seq, sent = recent[self._probe_cursor % len(recent)]
         self._probe_cursor += 1
         built = self._rtx_packet(seq, sent)
@@ -262,11 +248,11 @@ class Consumer:
         if self.transport is not None and self.transport.backlog_ms > RETRANSMIT_MAX_BACKLOG_MS:
             self.retransmits_skipped += len(sequence_numbers)
             return
+        now = clock_ms()
         for seq in sequence_numbers:
-            sent = self._cache.get(seq)
-            if sent is None or self._now_ms - sent.last_retransmit_ms < RETRANSMIT_MIN_INTERVAL_MS:
+            sent = self._cache.resend(seq, now)
+            if sent is None:
                 continue
-            sent.last_retransmit_ms = self._now_ms
             built = self._rtx_packet(seq, sent)
             if built is None:
                 extensions, twcc_id = self._transport_extension()

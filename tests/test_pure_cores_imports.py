@@ -25,6 +25,7 @@ PURE_MODULES = [
     "sfu.speaker",
     "sfu.pacer",
     "sfu.clock",
+    "sfu.retransmit",
     "media.sdp_simulcast",
     "sfu.layers",
 ]

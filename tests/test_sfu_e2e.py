@@ -128,3 +128,23 @@ async def test_h264_is_forwarded(server) -> None:
     finally:
         await alice.leave()
         await bob.leave()
+
+
+async def test_nacks_are_answered_from_the_time_sized_cache(server) -> None:
+    alice = SyntheticParticipant(server.url, room="nack", name="Alice")
+    bob = SyntheticParticipant(server.url, room="nack", name="Bob")
+    try:
+        await alice.join()
+        await bob.join()
+        await bob.wait_for(lambda: _counters_advance(bob, alice.identity), timeout=60)
+        session = server.sfu.rooms["nack"].sessions[bob.identity]
+        [video] = [c for c in session.consumers.values() if str(c.producer.kind) == "video"]
+        [(seq, _)] = video._cache.recent(1)
+        await video.on_nack([seq, (seq + 30000) & 0xFFFF])  # one we sent, one we never did
+        assert video.retransmitted == 1
+        await video.on_nack([seq])  # a repeated NACK within 100 ms is not resent again
+        assert video.retransmitted == 1
+        assert (video._cache.resends, video._cache.throttled, video._cache.unknown) == (1, 1, 1)
+    finally:
+        await alice.leave()
+        await bob.leave()
