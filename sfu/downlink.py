@@ -105,8 +105,9 @@ class Downlink:
     ) -> bool:
         """Send now, or queue behind the pacer (video only: audio is small and never waits)."""
         item = _Outgoing(sender, packet, timestamp, payload_size, twcc_id, probe_cluster)
-        if audio or (not self._queue and self.pacer.delay_ms(now_ms()) == 0):
-            return await self._transmit(item, delayed=False)
+        now = now_ms()
+        if audio or (not self._queue and self.pacer.delay_ms(now) == 0):
+            return await self._transmit(item, now, delayed=False)
         self._queue.append(item)
         self._queued_bytes += len(packet)
         if self._drain_task is None or self._drain_task.done():
@@ -118,8 +119,7 @@ class Downlink:
         """How long what waits in the pacer takes to leave at the current pacing rate."""
         return self._queued_bytes * 8000 / max(self.pacer.rate_bps, 1)
 
-    async def _transmit(self, item: _Outgoing, delayed: bool) -> bool:
-        now = now_ms()
+    async def _transmit(self, item: _Outgoing, now: int, delayed: bool) -> bool:
         packet = item.packet
         sequence: int | None = None
         if item.twcc_id is not None:
@@ -141,13 +141,14 @@ class Downlink:
     async def _drain(self) -> None:
         queue = self._queue
         while queue:
-            wait = self.pacer.delay_ms(now_ms())
+            now = now_ms()
+            wait = self.pacer.delay_ms(now)
             if wait > 0:
                 await asyncio.sleep(wait / 1000)
                 continue
             item = queue.popleft()
             self._queued_bytes -= len(item.packet)
-            await self._transmit(item, delayed=True)
+            await self._transmit(item, now, delayed=True)
 
     def on_remb(self, bitrate_bps: int) -> None:
         self.remb_reports += 1

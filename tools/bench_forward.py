@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import sys
 import time
 from typing import Any
@@ -26,6 +25,7 @@ from media.rtp import build_rtp_packet, parse_rtp_header
 from media.vp8 import parse_vp8_descriptor, rewrite_vp8_descriptor
 from sfu.forwarder import Forwarder, IngressPacket
 from sfu.vocabulary import MediaKind
+from tools.browser_rig import free_port
 
 # Janus 1.1.2 VideoRoom on this kind of machine (shared/REFERENCE.md), for comparison.
 JANUS_US_PER_PACKET = 27.0
@@ -102,12 +102,6 @@ def micro_benchmark(count: int = 20000, fanout: int = 3) -> dict[str, float]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -136,7 +130,7 @@ async def macro_benchmark(seconds: float, subscribers: int) -> dict[str, float]:
     from tools.synthetic_client import SyntheticParticipant
 
     configure_ice_hosts(["127.0.0.1"])
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "signaling.cli", "serve", "--port", str(port), "--ice-host", "127.0.0.1"),

@@ -8,6 +8,7 @@ pages are asked to evaluate, and a barcode check of the frame a page is showing.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import subprocess
@@ -137,35 +138,50 @@ def free_port() -> int:
 
 
 class Server:
-    """``consilium serve`` in dev mode as a child process, listening on every address."""
+    """``consilium serve`` (dev mode) as a child process, its output captured to a file."""
 
     def __init__(
-        self, ice_hosts: list[str], log_path: Path, extra_args: tuple[str, ...] = ()
+        self,
+        ice_hosts: list[str],
+        log_path: Path,
+        extra_args: tuple[str, ...] = (),
+        host: str = "0.0.0.0",
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONSILIUM_")}
-        cmd = [sys.executable, "-m", "signaling.cli", "serve", "--host", "0.0.0.0"]
+        env["PYTHONUNBUFFERED"] = "1"
+        cmd = [sys.executable, "-m", "signaling.cli", "serve", "--host", host]
         cmd += ["--port", str(self.port)]
-        for host in ice_hosts:
-            cmd += ["--ice-host", host]
+        for ice_host in ice_hosts:
+            cmd += ["--ice-host", ice_host]
         cmd += extra_args
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
 
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:
+                return resp.status == 200 and json.load(resp).get("status") == "ok"
+        except (OSError, ValueError):
+            return False
+
     def wait_ready(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
+            if self.healthy():
+                return
+            time.sleep(0.2)
         raise RuntimeError("server did not become healthy")
 
     def stop(self) -> None:

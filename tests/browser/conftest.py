@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -19,83 +16,32 @@ from pathlib import Path
 import pytest
 
 from tools.browser_rig import CHROMIUM_ARGS as BROWSER_RIG_ARGS
+from tools.browser_rig import Server
 
-REPO = Path(__file__).resolve().parents[2]
 SERVER_START_TIMEOUT_S = 60.0
 
 # Chromium flags from REFERENCE.md: fake camera/mic, loopback ICE, no outside traffic.
 CHROMIUM_ARGS = BROWSER_RIG_ARGS
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
-    """One ``python -m signaling.cli serve`` child with its output captured to a file."""
+class ServerProcess(Server):
+    """The web client's server on loopback, as a user starts it, failing the test if it dies."""
 
     def __init__(self, extra_args: list[str], log_path: Path) -> None:
-        self.port = _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONSILIUM_")}
-        env["PYTHONUNBUFFERED"] = "1"
-        cmd = [
-            sys.executable,
-            "-m",
-            "signaling.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--ice-host",
-            "127.0.0.1",
-            *extra_args,
-        ]
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        super().__init__(["127.0.0.1"], log_path, tuple(extra_args), host="127.0.0.1")
+        self.base_url = self.url
 
-    def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    async def wait_ready(self) -> None:
+    async def wait_ready(self) -> None:  # type: ignore[override]  # async for the event loop
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SERVER_START_TIMEOUT_S
         while True:
             if self.proc.poll() is not None:
                 pytest.fail(f"server exited with {self.proc.returncode}:\n{self.output()}")
-            if await loop.run_in_executor(None, self._healthy):
+            if await loop.run_in_executor(None, self.healthy):
                 return
             if loop.time() > deadline:
                 pytest.fail(f"server did not answer /healthz in time:\n{self.output()}")
             await asyncio.sleep(0.2)
-
-    def _healthy(self) -> bool:
-        import json
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/healthz", timeout=2) as resp:
-                return resp.status == 200 and json.load(resp).get("status") == "ok"
-        except (OSError, ValueError):
-            return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
 
 
 @pytest.fixture
