@@ -54,7 +54,7 @@ class NetshapeError(RuntimeError):
     """A namespace, link or qdisc operation failed."""
 
 
-def _run(argv: list[str], stdin: str | None = None) -> None:
+def run_checked(argv: list[str], stdin: str | None = None) -> None:
     proc = subprocess.run(
         argv,
         input=stdin,
@@ -75,14 +75,14 @@ def _effective_caps() -> int:
     return 0
 
 
-def _netns_id(pid: int | str = "self") -> str:
+def netns_id(pid: int | str = "self") -> str:
     return os.readlink(f"/proc/{pid}/ns/net")
 
 
 def _in_private_netns() -> bool:
     """True when the current network namespace is not the machine's (or container's) own."""
     try:
-        return _netns_id(1) != _netns_id()
+        return netns_id(1) != netns_id()
     except OSError:
         pass
     # /proc/1 is unreadable when pid 1 holds capabilities we lack: judge by the interfaces,
@@ -94,13 +94,13 @@ def _in_private_netns() -> bool:
 def _probe(netns: str) -> str | None:
     """Create a veth pair with a tbf on it and delete it again; the reason it failed, or None."""
     del netns  # only the cache key: the answer belongs to one namespace
-    a, b = _ifnames("probe")
+    a, b = ifnames("probe")
     try:
-        _run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+        run_checked(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
     except (NetshapeError, OSError, subprocess.SubprocessError) as exc:
         return f"cannot create a veth pair: {exc}"
     try:
-        _run(["tc", "qdisc", "replace", "dev", a, "root", *_tbf_args(1_000_000, 200)])
+        run_checked(["tc", "qdisc", "replace", "dev", a, "root", *_tbf_args(1_000_000, 200)])
     except (NetshapeError, OSError, subprocess.SubprocessError) as exc:
         return f"cannot add a tbf qdisc: {exc}"
     finally:
@@ -108,7 +108,97 @@ def _probe(netns: str) -> str | None:
     return None
 
 
-def _ifnames(label: str) -> tuple[str, str]:
+def namespace_unavailable_reason(tools: tuple[str, ...]) -> str | None:
+    """Why a holder namespace linked to ours cannot be made here (None: it can).
+
+    Shared by every link kind (veth here, TUN in tools/impair.py): Linux, the command-line
+    tools, the capabilities, and never the machine's own network namespace.
+    """
+    if not sys.platform.startswith("linux"):
+        return "needs Linux network namespaces"
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        return f"missing tools: {', '.join(missing)} (iproute2, util-linux)"
+    caps = _effective_caps()
+    if not caps & (1 << _CAP_NET_ADMIN) or not caps & (1 << _CAP_SYS_ADMIN):
+        return "needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run through tools/in_netns.sh)"
+    if not _in_private_netns():
+        return "refusing to touch the machine's own network: run through tools/in_netns.sh"
+    return None
+
+
+def start_holder() -> subprocess.Popen[bytes]:
+    """Start a process in a new network namespace that lives as long as we hold its stdin.
+
+    We hold CAP_SYS_ADMIN here (also as root of tools/in_netns.sh's user namespace), so a plain
+    `unshare -n` works; -r would add a user namespace nsenter -n cannot configure. The holder
+    is `cat` on a pipe from us: if this process dies without cleaning up, cat reads EOF and
+    exits, the namespace goes and every interface in it with it.
+    """
+    holder = subprocess.Popen(
+        ["unshare", "-n", "--", "cat"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    ours = netns_id()
+    deadline = time.monotonic() + _HOLDER_START_TIMEOUT_S
+    # unshare(2) runs after Popen returns: wait until the holder really is elsewhere.
+    while True:
+        if holder.poll() is not None:
+            err = holder.stderr.read().decode(errors="replace") if holder.stderr else ""
+            stop_holder(holder)
+            raise NetshapeError(f"unshare -n failed ({holder.returncode}): {err.strip()}")
+        try:
+            if netns_id(holder.pid) != ours:
+                return holder
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_holder(holder)
+            raise NetshapeError("the namespace holder did not start in time")
+        time.sleep(0.005)
+
+
+def stop_holder(holder: subprocess.Popen[bytes]) -> None:
+    """End a holder from start_holder() (its namespace goes with it) and reap it."""
+    for stream in (holder.stdin, holder.stderr):
+        if stream is not None:
+            stream.close()
+    try:
+        holder.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        holder.kill()
+        holder.wait()
+
+
+def nsenter_command(pid: int, argv: list[str]) -> list[str]:
+    """``argv`` prefixed so that it runs in the network namespace of process ``pid``."""
+    nsenter = shutil.which("nsenter") or "nsenter"
+    return [nsenter, "-t", str(pid), "-n", "--", *argv]
+
+
+def write_wrapper_script(pid: int, executable: str, directory: Path, stem: str, what: str) -> Path:
+    """An executable script ``directory/stem-<name>`` that execs ``executable "$@"`` inside.
+
+    Meant for ``executable_path`` of Playwright's Chromium: sh and nsenter both exec, so the
+    browser keeps its PID, stdio and inherited fds (Playwright's pipe on fds 3 and 4).
+    """
+    resolved = shutil.which(executable) if os.sep not in executable else executable
+    if resolved is None:
+        raise NetshapeError(f"{executable} not found")
+    script = Path(directory) / f"{stem}-{Path(resolved).name}"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"# {Path(resolved).name} inside {what}\n"
+        f'exec {shlex.join(nsenter_command(pid, [str(Path(resolved).resolve())]))} "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def ifnames(label: str) -> tuple[str, str]:
+    """A fresh (ours, theirs) interface-name pair that _in_private_netns() recognises."""
     clean = re.sub(r"[^a-z0-9]", "", label.lower())[:5] or "ns"
     token = secrets.token_hex(3)
     return f"{clean}-{token}h", f"{clean}-{token}p"
@@ -145,7 +235,7 @@ class CappedNamespace:
         self.host_addr = host_addr
         self.peer_addr = peer_addr
         self.prefix = prefix
-        self.host_if, self.peer_if = _ifnames(name)
+        self.host_if, self.peer_if = ifnames(name)
         self.downlink_bps: int | None = None
         self.uplink_bps: int | None = None
         self._holder: subprocess.Popen[bytes] | None = None
@@ -156,17 +246,7 @@ class CappedNamespace:
     @staticmethod
     def unavailable_reason() -> str | None:
         """Why this cannot work here, or None when it can."""
-        if not sys.platform.startswith("linux"):
-            return "needs Linux network namespaces"
-        missing = [tool for tool in _TOOLS if shutil.which(tool) is None]
-        if missing:
-            return f"missing tools: {', '.join(missing)} (iproute2, util-linux)"
-        caps = _effective_caps()
-        if not caps & (1 << _CAP_NET_ADMIN) or not caps & (1 << _CAP_SYS_ADMIN):
-            return "needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run through tools/in_netns.sh)"
-        if not _in_private_netns():
-            return "refusing to touch the machine's own network: run through tools/in_netns.sh"
-        return _probe(_netns_id())
+        return namespace_unavailable_reason(_TOOLS) or _probe(netns_id())
 
     @classmethod
     def available(cls) -> bool:
@@ -212,40 +292,12 @@ class CappedNamespace:
         await asyncio.to_thread(self.close)
 
     def _start_holder(self) -> None:
-        # We hold CAP_SYS_ADMIN here (also as root of tools/in_netns.sh's user namespace), so a
-        # plain `unshare -n` works; -r would add a user namespace nsenter -n cannot configure.
-        # The holder is `cat` on a pipe from us: if this process dies without cleaning up, cat
-        # reads EOF and exits, the namespace goes and the veth pair with it.
-        self._holder = subprocess.Popen(
-            ["unshare", "-n", "--", "cat"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        ours = _netns_id()
-        deadline = time.monotonic() + _HOLDER_START_TIMEOUT_S
-        # unshare(2) runs after Popen returns: wait until the holder really is elsewhere.
-        while True:
-            if self._holder.poll() is not None:
-                err = (
-                    self._holder.stderr.read().decode(errors="replace")
-                    if self._holder.stderr
-                    else ""
-                )
-                raise NetshapeError(f"unshare -n failed ({self._holder.returncode}): {err.strip()}")
-            try:
-                if _netns_id(self._holder.pid) != ours:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise NetshapeError("the namespace holder did not start in time")
-            time.sleep(0.005)
+        self._holder = start_holder()
 
     def _link(self) -> None:
         for _ in range(3):
             try:
-                _run(
+                run_checked(
                     ["ip", "link", "add", self.host_if, "type", "veth"]
                     + ["peer", "name", self.peer_if, "netns", str(self.pid)]
                 )
@@ -253,19 +305,19 @@ class CappedNamespace:
             except NetshapeError as exc:
                 if "exists" not in str(exc):
                     raise
-                self.host_if, self.peer_if = _ifnames(self.name)
+                self.host_if, self.peer_if = ifnames(self.name)
         else:
             raise NetshapeError("no free interface name")
         self._linked = True
         # addrgenmode none: no IPv6 link-local addresses, so browsers gather only peer_addr and
         # no router solicitations share the capped link.
-        _run(
+        run_checked(
             ["ip", "-batch", "-"],
             f"link set {self.host_if} addrgenmode none\n"
             f"addr add {self.host_addr}/{self.prefix} dev {self.host_if}\n"
             f"link set {self.host_if} up\n",
         )
-        _run(
+        run_checked(
             self.command(["ip", "-batch", "-"]),
             "link set lo up\n"
             f"link set {self.peer_if} addrgenmode none\n"
@@ -289,14 +341,7 @@ class CappedNamespace:
             holder, self._holder = self._holder, None
             self.downlink_bps = self.uplink_bps = None
             if holder is not None:
-                for stream in (holder.stdin, holder.stderr):
-                    if stream is not None:
-                        stream.close()
-                try:
-                    holder.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    holder.kill()
-                    holder.wait()
+                stop_holder(holder)
 
     # -- shaping ----------------------------------------------------------------------------
 
@@ -317,9 +362,11 @@ class CappedNamespace:
             raise NetshapeError("the namespace is not running (use it as a context manager)")
         if rate_bps is not None:
             # replace: changes a live cap without a gap and without dropping the queue's state.
-            _run([*tc, "qdisc", "replace", "dev", dev, "root", *_tbf_args(rate_bps, queue_ms)])
+            run_checked(
+                [*tc, "qdisc", "replace", "dev", dev, "root", *_tbf_args(rate_bps, queue_ms)]
+            )
         elif current is not None:
-            _run([*tc, "qdisc", "del", "dev", dev, "root"])
+            run_checked([*tc, "qdisc", "del", "dev", dev, "root"])
 
     def downlink_drops(self) -> int:
         """Packets the downlink's queue has dropped since its cap was (re)applied (0: no cap)."""
@@ -339,26 +386,13 @@ class CappedNamespace:
 
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` prefixed so that it runs inside the capped namespace."""
-        nsenter = shutil.which("nsenter") or "nsenter"
-        return [nsenter, "-t", str(self.pid), "-n", "--", *argv]
+        return nsenter_command(self.pid, argv)
 
     def wrapper_script(self, executable: str, directory: Path) -> Path:
-        """An executable script that execs ``executable "$@"`` inside the namespace.
-
-        Meant for ``executable_path`` of Playwright's Chromium: sh and nsenter both exec, so
-        the browser keeps its PID, stdio and inherited fds (Playwright's pipe on fds 3 and 4).
-        """
-        resolved = shutil.which(executable) if os.sep not in executable else executable
-        if resolved is None:
-            raise NetshapeError(f"{executable} not found")
-        script = Path(directory) / f"{self.host_if[:-1]}-{Path(resolved).name}"
-        script.write_text(
-            "#!/bin/sh\n"
-            f"# {Path(resolved).name} inside netshape namespace {self.name!r}\n"
-            f'exec {shlex.join(self.command([str(Path(resolved).resolve())]))} "$@"\n'
-        )
-        script.chmod(0o755)
-        return script
+        """An executable script that execs ``executable "$@"`` inside the namespace (see
+        write_wrapper_script: meant for Playwright's ``executable_path``)."""
+        what = f"netshape namespace {self.name!r}"
+        return write_wrapper_script(self.pid, executable, directory, self.host_if[:-1], what)
 
 
 # -- CLI -------------------------------------------------------------------------------------
