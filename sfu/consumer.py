@@ -17,7 +17,7 @@ from sfu.adapters.aiortc_adapter import (
 from sfu.clock import now_ms as clock_ms
 from sfu.forwarder import Forwarder, IngressPacket
 from sfu.producer import Producer
-from sfu.retransmit import CachedPacket, RetransmitCache
+from sfu.retransmit import CachedPacket, Miss, RetransmitCache
 from sfu.vocabulary import DropReason, LayerSelection, MediaKind, PauseReason
 
 # Retransmissions wait behind a backlog like everything else; past this much backlog they would
@@ -55,8 +55,10 @@ class Consumer:
         subscriber_id: str,
         sender: ForwardingSender,
         transport: DownlinkTransport | None = None,
+        retransmit: bool = True,
     ) -> None:
         self.producer = producer
+        self.retransmit = retransmit
         self.subscriber_id = subscriber_id
         self.sender = sender
         self.transport = transport
@@ -80,6 +82,9 @@ class Consumer:
         self.not_negotiated = 0
         self.retransmitted = 0
         self.retransmits_skipped = 0
+        self.nacks_held = 0
+        self.nacks_unrepairable = 0
+        self.nacks_ignored = 0
         self.probe_packets = 0
         self.remb_bps: int | None = None
         self.fraction_lost = 0
@@ -245,13 +250,25 @@ class Consumer:
         codec = self.sender.negotiated
         if codec is None:
             return
+        if not self.retransmit:
+            self.nacks_ignored += len(sequence_numbers)
+            return
         if self.transport is not None and self.transport.backlog_ms > RETRANSMIT_MAX_BACKLOG_MS:
             self.retransmits_skipped += len(sequence_numbers)
             return
         now = clock_ms()
         for seq in sequence_numbers:
             sent = self._cache.resend(seq, now)
-            if sent is None:
+            if sent is Miss.HELD:
+                # Lost upstream as well: the SFU is already asking the publisher for it, and
+                # forwards it when it comes.
+                self.nacks_held += 1
+                continue
+            if sent is Miss.UNAVAILABLE:
+                self.nacks_unrepairable += 1
+                self.on_keyframe_request()  # debounced per layer by the producer
+                continue
+            if sent is Miss.THROTTLED:
                 continue
             built = self._rtx_packet(seq, sent)
             if built is None:
@@ -296,6 +313,10 @@ class Consumer:
             "notNegotiated": self.not_negotiated,
             "retransmitted": self.retransmitted,
             "retransmitsSkipped": self.retransmits_skipped,
+            "nacksHeld": self.nacks_held,
+            "nacksHeldAnswered": self._cache.held_answered,
+            "nacksUnrepairable": self.nacks_unrepairable,
+            "nacksIgnored": self.nacks_ignored,
             "probePackets": self.probe_packets,
             "rembBps": self.remb_bps,
             "fractionLost": self.fraction_lost,

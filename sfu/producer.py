@@ -57,6 +57,7 @@ class Producer:
         self.packets = 0
         self.malformed = 0
         self.keyframes_seen = 0
+        self.unrepairable = 0  # packets lost on the publisher leg for good
         self._pli_tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -114,6 +115,11 @@ class Producer:
                 self._send_pli(layer)
         for consumer in tuple(self.consumers):
             await consumer.forward(packet, data, arrival_ms)
+
+    def on_unrepairable(self, layer: int, now_ms: int) -> None:
+        """Retransmission gave up on a lost packet: only a keyframe repairs the picture now."""
+        self.unrepairable += 1
+        self.request_keyframe(now_ms, layer)
 
     def update_dynacast(self, now_ms: int) -> None:
         """Re-decide which layers the publisher encodes from what its subscribers prefer."""

@@ -5,16 +5,30 @@ its frame's playout, so packets older than `keep_ms` are forgotten whatever the 
 fixed count is seconds of audio but a fraction of a second of 720p video). A packet is resent
 at most once per `min_interval_ms`, so a receiver repeating its NACK every few milliseconds
 cannot multiply our sending.
+
+A NACK for a number we never had, but that lies inside the cached range, names a packet lost on
+the publisher leg: it is *held* rather than refused, because the SFU is asking the publisher
+for it and forwards it the moment it arrives. A NACK for a number older than the cache cannot
+be repaired by retransmission; the caller asks for a keyframe instead.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from enum import StrEnum
 
 KEEP_MS = 1000
 MAX_PACKETS = 4096  # far below 65536: 16-bit sequence numbers can never alias in the cache
 MIN_RESEND_INTERVAL_MS = 100
+
+
+class Miss(StrEnum):
+    """Why a NACKed packet is not resent now."""
+
+    THROTTLED = "throttled"  # resent less than min_interval_ms ago
+    HELD = "held"  # missing upstream too; it is forwarded when the publisher resends it
+    UNAVAILABLE = "unavailable"  # older than the cache (or never ours): needs a keyframe
 
 
 @dataclass(slots=True)
@@ -30,9 +44,13 @@ class RetransmitCache:
     __slots__ = (
         "_keep_ms",
         "_max_packets",
+        "_newest_seq",
         "_min_interval_ms",
+        "_held",
         "_packets",
         "expired",
+        "held",
+        "held_answered",
         "resends",
         "stored",
         "throttled",
@@ -51,6 +69,11 @@ class RetransmitCache:
         self._max_packets = max_packets
         self._min_interval_ms = min_interval_ms
         self._packets: OrderedDict[int, CachedPacket] = OrderedDict()  # seq16 -> packet
+        self._held: dict[int, float] = {}  # seq16 -> when a NACK for it was held
+        # Highest number stored; a late packet (a repaired hole) is stored last but is older.
+        self._newest_seq: int | None = None
+        self.held = 0
+        self.held_answered = 0
         self.stored = 0
         self.expired = 0
         self.resends = 0
@@ -68,27 +91,50 @@ class RetransmitCache:
                 break
             del packets[seq]
             self.expired += 1
+        if self._held:
+            for seq, held_ms in list(self._held.items()):
+                if now_ms - held_ms > self._keep_ms:
+                    del self._held[seq]
 
     def store(self, seq: int, marker: bool, timestamp: int, payload: bytes, now_ms: float) -> None:
         seq &= 0xFFFF
+        if self._held and self._held.pop(seq, None) is not None:
+            self.held_answered += 1  # forwarding it now is the answer to the held NACK
+        newest = self._newest_seq
+        if newest is None or 0 < (seq - newest) & 0xFFFF < 0x8000:
+            self._newest_seq = seq
         self._packets.pop(seq, None)  # a reused number replaces the old packet, at the end
         self._packets[seq] = CachedPacket(marker, timestamp, payload, now_ms)
         self.stored += 1
         self._expire(now_ms)
 
-    def resend(self, seq: int, now_ms: float) -> CachedPacket | None:
-        """The packet to send again for a NACK of `seq`, or None (unknown, expired, too soon)."""
+    def resend(self, seq: int, now_ms: float) -> CachedPacket | Miss:
+        """The packet to send again for a NACK of `seq`, or why not."""
         self._expire(now_ms)
-        packet = self._packets.get(seq & 0xFFFF)
+        seq &= 0xFFFF
+        packet = self._packets.get(seq)
         if packet is None:
+            if self._within_cached_range(seq):
+                self._held.setdefault(seq, now_ms)
+                self.held += 1
+                return Miss.HELD
             self.unknown += 1
-            return None
+            return Miss.UNAVAILABLE
         if packet.resent_ms is not None and now_ms - packet.resent_ms < self._min_interval_ms:
             self.throttled += 1
-            return None
+            return Miss.THROTTLED
         packet.resent_ms = now_ms
         self.resends += 1
         return packet
+
+    def _within_cached_range(self, seq: int) -> bool:
+        """Between the oldest and newest cached numbers: a hole the stream itself has."""
+        packets = self._packets
+        newest = self._newest_seq
+        if not packets or newest is None:
+            return False
+        oldest = next(iter(packets))
+        return (seq - oldest) & 0xFFFF < (newest - oldest) & 0xFFFF
 
     def recent(self, count: int) -> list[tuple[int, CachedPacket]]:
         """The newest `count` packets, oldest first (probe filler)."""

@@ -63,6 +63,8 @@ class SfuSettings:
     ice_servers: list[IceServer] = field(default_factory=list)
     max_participants: int = 8
     bwe_trace_dir: str | None = None
+    # Repair loss with NACK/RTX on both legs; off only to measure what it buys (QA).
+    nack: bool = True
 
 
 class Session:
@@ -136,6 +138,8 @@ class Session:
                     "packets": p.packets,
                     "keyframes": p.keyframes_seen,
                     "keyframeRequestsSent": p.keyframe_requests_sent,
+                    "upstreamRepair": p.receiver.nack_stats(),
+                    "unrepairable": p.unrepairable,
                     "simulcast": list(p.rids),
                     "layerBitrates": list(p.layers.bitrates(now_ms())),
                     "activeLayers": list(p.dynacast.active()) if p.dynacast else None,
@@ -191,7 +195,7 @@ class Session:
             def on_track(track: Any) -> None:
                 for t in pc.getTransceivers():
                     if t.receiver.track is track:
-                        adopted.append(adopt_receiver(t.receiver))
+                        adopted.append(adopt_receiver(t.receiver, nack=self.room.sfu.settings.nack))
 
             simulcast = parse_simulcast_offers(offer_sdp)
             try:
@@ -332,7 +336,13 @@ class Session:
                     track_id=producer.id,
                 )
             in_use.add(transceiver)
-            consumer = Consumer(producer, self.identity, sender, self.downlink)
+            consumer = Consumer(
+                producer,
+                self.identity,
+                sender,
+                self.downlink,
+                retransmit=self.room.sfu.settings.nack,
+            )
             self._apply_tile(consumer)
             sender._feedback = consumer
             self.consumers[producer.id] = consumer

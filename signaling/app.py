@@ -460,6 +460,7 @@ def create_app(settings: Settings) -> web.Application:
             ice_servers=settings.ice_servers,
             max_participants=settings.max_participants,
             bwe_trace_dir=settings.bwe_trace_dir,
+            nack=settings.nack,
         )
     )
     app[METRICS] = registry_for(app[SFU])

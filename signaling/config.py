@@ -26,6 +26,8 @@ class Settings:
     token_ttl_s: int = 3600
     # Write every subscriber's transport-wide feedback here (JSON lines) for offline analysis.
     bwe_trace_dir: str | None = None
+    # NACK/RTX loss repair on both legs; switched off only to measure what it buys.
+    nack: bool = True
 
     @property
     def dev_mode(self) -> bool:
@@ -85,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="record each subscriber's bandwidth feedback there (JSON lines, for QA)",
     )
+    serve.add_argument(
+        "--no-nack",
+        action="store_true",
+        default=None,
+        help="do not repair loss with NACK/RTX (for QA comparisons only)",
+    )
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -114,6 +122,10 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
     s.tls_cert = pick(args.tls_cert, "TLS_CERT")
     s.tls_key = pick(args.tls_key, "TLS_KEY")
     s.bwe_trace_dir = pick(getattr(args, "bwe_trace_dir", None), "BWE_TRACE_DIR")
+    if getattr(args, "no_nack", None):
+        s.nack = False
+    elif env.get("CONSILIUM_NACK", "").strip().lower() in ("0", "off", "false", "no"):
+        s.nack = False
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
     if s.max_participants < 1:

@@ -103,6 +103,9 @@ class _Recorder:
     async def on_rtp(self, data: bytes, header: RtpHeader, arrival_ms: int, layer: int) -> None:
         self.headers.append(header)
 
+    def on_unrepairable(self, layer: int, now_ms: int) -> None:
+        pass
+
 
 @pytest.mark.webrtc
 async def test_adopted_receiver_forwards_bytes_and_never_decodes() -> None:

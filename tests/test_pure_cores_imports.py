@@ -26,6 +26,7 @@ PURE_MODULES = [
     "sfu.pacer",
     "sfu.clock",
     "sfu.retransmit",
+    "sfu.nack",
     "jitter.buffer",
     "media.sdp_simulcast",
     "sfu.layers",

@@ -10,6 +10,7 @@ import pytest
 
 from sfu.adapters.aiortc_adapter import ForwardingReceiver, threads_decoding
 from sfu.clock import now_ms
+from signaling.config import Settings
 from tools.synthetic_client import SyntheticParticipant
 
 pytestmark = pytest.mark.webrtc
@@ -145,6 +146,70 @@ async def test_nacks_are_answered_from_the_time_sized_cache(server) -> None:
         await video.on_nack([seq])  # a repeated NACK within 100 ms is not resent again
         assert video.retransmitted == 1
         assert (video._cache.resends, video._cache.throttled, video._cache.unknown) == (1, 1, 1)
+    finally:
+        await alice.leave()
+        await bob.leave()
+
+
+async def test_loss_on_the_publisher_leg_is_nacked_and_repaired_by_the_sfu(server) -> None:
+    alice = SyntheticParticipant(server.url, room="upstream-loss", name="Alice")
+    bob = SyntheticParticipant(server.url, room="upstream-loss", name="Bob")
+    try:
+        await alice.join()
+        await bob.join()
+        await bob.wait_for(lambda: _counters_advance(bob, alice.identity), timeout=60)
+        session = server.sfu.rooms["upstream-loss"].sessions[alice.identity]
+        [producer] = [p for p in session.producers.values() if str(p.kind) == "video"]
+        receiver = producer.receiver
+        consume = receiver.consume
+        dropped: list[int] = []
+
+        async def lossy_consume(data: bytes, arrival_ms: int) -> None:
+            # The network loses every 12th original packet; retransmissions (RTX) get through.
+            seq = int.from_bytes(data[2:4], "big")
+            is_rtx = (data[1] & 0x7F) in receiver._rtx_payload_types
+            if not is_rtx and seq % 12 == 0 and seq not in dropped:
+                dropped.append(seq)
+                return
+            await consume(data, arrival_ms)
+
+        receiver.consume = lossy_consume  # type: ignore[method-assign]
+        frames_before = len(bob.received[alice.identity].counters)
+        await _eventually(lambda: receiver.nack_stats().get("recovered", 0) >= 10, timeout_s=40)
+        stats = receiver.nack_stats()
+        # The SFU asked alice's aiortc sender for the lost packets and got them back over RTX.
+        assert len(dropped) >= 10 and stats["nacksSent"] >= stats["recovered"] >= 10
+        assert stats["rttMs"] < 1000
+        await _eventually(
+            lambda: len(bob.received[alice.identity].counters) > frames_before + 20, timeout_s=30
+        )
+    finally:
+        await alice.leave()
+        await bob.leave()
+
+
+@pytest.mark.parametrize(
+    "server_settings", [Settings(host="127.0.0.1", port=0, ice_hosts=["127.0.0.1"], nack=False)]
+)
+async def test_nack_off_leaves_loss_unrepaired(server) -> None:
+    """The comparison switch really switches: no publisher-leg NACKs, subscriber NACKs ignored."""
+    alice = SyntheticParticipant(server.url, room="no-nack", name="Alice")
+    bob = SyntheticParticipant(server.url, room="no-nack", name="Bob")
+    try:
+        await alice.join()
+        await bob.join()
+        await bob.wait_for(lambda: _counters_advance(bob, alice.identity), timeout=60)
+        room = server.sfu.rooms["no-nack"]
+        [producer] = [
+            p for p in room.sessions[alice.identity].producers.values() if str(p.kind) == "video"
+        ]
+        assert producer.receiver.nack_stats() == {}
+        [video] = [
+            c for c in room.sessions[bob.identity].consumers.values() if str(c.kind) == "video"
+        ]
+        [(seq, _)] = video._cache.recent(1)
+        await video.on_nack([seq])
+        assert video.retransmitted == 0 and video.nacks_ignored == 1
     finally:
         await alice.leave()
         await bob.leave()

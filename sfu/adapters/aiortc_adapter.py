@@ -51,7 +51,7 @@ from aiortc.rtcrtpparameters import (
     RTCRtpReceiveParameters,
     RTCRtpSendParameters,
 )
-from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
+from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
@@ -76,6 +76,7 @@ from media.sdp_simulcast import URI_REPAIRED_RID as URI_REPAIRED_RID
 from media.sdp_simulcast import URI_RID as URI_RID
 from media.sdp_simulcast import SimulcastOffer
 from sfu.clock import now_ms
+from sfu.nack import NackScheduler
 from sfu.twcc import (
     TWCC_URI,
     TwccFeedback,
@@ -292,6 +293,10 @@ class IngressSink(Protocol):
 
     async def on_rtp(self, data: bytes, header: RtpHeader, arrival_ms: int, layer: int) -> None: ...
 
+    def on_unrepairable(self, layer: int, now_ms: int) -> None:
+        """A packet of `layer` lost on the publisher leg will not be resent: needs a keyframe."""
+        ...
+
 
 class _TransportState:
     """What we keep per DTLS transport (one per peer connection under max-bundle)."""
@@ -324,7 +329,7 @@ class ForwardingReceiver(RTCRtpReceiver):
     _rtx_payload_types: dict[int, int]
     _codec_by_pt: dict[int, RTCRtpCodecParameters]
     _stats: dict[int, StreamStatistics]
-    _nacks: dict[int, NackGenerator] | None
+    _nacks: dict[int, NackScheduler] | None
     _abs_send_time_id: int | None
     _twcc_id: int | None
     _rid_id: int | None
@@ -438,15 +443,29 @@ class ForwardingReceiver(RTCRtpReceiver):
             self.ssrc_by_layer[layer] = header.ssrc
             self.layer_by_ssrc[header.ssrc] = layer
 
-        nacks = self._nacks
-        if nacks is not None:
-            nack = nacks.get(header.ssrc)
-            if nack is None:
-                nack = nacks[header.ssrc] = NackGenerator()
-            if nack.add(header):  # type: ignore[arg-type]
-                await self._send_rtcp_nack(header.ssrc, sorted(nack.missing))
         if self._sink is not None:
             await self._sink.on_rtp(data, header, arrival_ms, layer)
+        nacks = self._nacks
+        if nacks is not None:
+            scheduler = nacks.get(header.ssrc)
+            if scheduler is None:
+                scheduler = nacks[header.ssrc] = NackScheduler()
+            scheduler.on_packet(header.sequence_number, arrival_ms)
+            poll = scheduler.poll(arrival_ms)
+            if poll.nack:
+                await self._send_rtcp_nack(header.ssrc, list(poll.nack))
+            if poll.lost and self._sink is not None:
+                self._sink.on_unrepairable(layer, arrival_ms)
+
+    def nack_stats(self) -> dict[str, float | int]:
+        """Publisher-leg repair, summed over this track's SSRCs (empty when NACK is off)."""
+        total: dict[str, float | int] = {}
+        for scheduler in (self._nacks or {}).values():
+            for key, value in scheduler.stats().items():
+                # Counters add up; the round trip is one link's, whichever SSRC measured it.
+                combine = max if key == "rttMs" else sum
+                total[key] = combine((total.get(key, 0), value))
+        return total
 
     async def _feed_remb(self, header: RtpHeader, arrival_ms: int) -> None:
         value = header.extensions.get(self._abs_send_time_id or -1)
@@ -579,8 +598,13 @@ def _unwrap_rtx(
     return rebuilt, parse_rtp_header(rebuilt)
 
 
-def adopt_receiver(receiver: RTCRtpReceiver, sink: IngressSink | None = None) -> ForwardingReceiver:
-    """Turn a stock receiver into a forwarding one. Call inside ``pc.on("track")``."""
+def adopt_receiver(
+    receiver: RTCRtpReceiver, sink: IngressSink | None = None, nack: bool = True
+) -> ForwardingReceiver:
+    """Turn a stock receiver into a forwarding one. Call inside ``pc.on("track")``.
+
+    ``nack`` lets the SFU NACK video lost on the publisher leg (off only for comparisons).
+    """
     if receiver._RTCRtpReceiver__started:
         raise RuntimeError("receiver already started; adopt it inside the track event")
     receiver.__class__ = ForwardingReceiver
@@ -604,7 +628,8 @@ def adopt_receiver(receiver: RTCRtpReceiver, sink: IngressSink | None = None) ->
     fwd.packets_malformed = 0
     fwd.packets_unmapped = 0
     fwd.remb_sent = 0
-    fwd._nacks = {} if receiver._track is not None and receiver._track.kind == "video" else None
+    video = receiver._track is not None and receiver._track.kind == "video"
+    fwd._nacks = {} if video and nack else None
     # The stock track would only ever receive decoded frames; nobody reads it.
     return fwd
 
