@@ -30,6 +30,7 @@ PURE_MODULES = [
     "jitter.buffer",
     "media.sdp_simulcast",
     "sfu.layers",
+    "media.red",
 ]
 FORBIDDEN = {"asyncio", "aiortc", "aioice", "aiohttp", "av"}
 OUR_PACKAGES = {"media", "sfu", "signaling", "jitter", "tools"}
