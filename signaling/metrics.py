@@ -46,6 +46,16 @@ class SfuCollector(Collector):
         keyframe_requests = CounterMetricFamily(
             "consilium_keyframe_requests", "PLIs sent to publishers", labels=["room", "participant"]
         )
+        upstream_repair = CounterMetricFamily(
+            "consilium_upstream_repair_packets",
+            "Publisher-leg loss: packets found missing, NACKed, recovered, given up (outcome)",
+            labels=["room", "participant", "outcome"],
+        )
+        retransmissions = CounterMetricFamily(
+            "consilium_retransmitted_packets",
+            "Packets resent to subscribers in answer to their NACKs",
+            labels=["room", "subscriber"],
+        )
         forwarded = CounterMetricFamily(
             "consilium_forwarded_packets",
             "RTP packets forwarded to subscribers",
@@ -93,10 +103,22 @@ class SfuCollector(Collector):
                         keyframe_requests.add_metric(
                             [room.id, session.identity], producer.keyframe_requests_sent
                         )
+                        repair = producer.receiver.nack_stats()
+                        for outcome, key in (
+                            ("missing", "missingDetected"),
+                            ("nacked", "nacksSent"),
+                            ("recovered", "recovered"),
+                            ("lost", "lost"),
+                        ):
+                            if key in repair:
+                                upstream_repair.add_metric(
+                                    [room.id, session.identity, outcome], repair[key]
+                                )
                         for index, bps in enumerate(producer.layers.bitrates(now)):
                             layer_bitrate.add_metric([room.id, session.identity, str(index)], bps)
                 drops: dict[str, int] = {}
                 probe_packets = 0
+                resent = 0
                 for consumer in list(session.consumers.values()):
                     publisher = consumer.producer.owner_id
                     kind = str(consumer.producer.kind)
@@ -106,6 +128,7 @@ class SfuCollector(Collector):
                     for reason, count in consumer.forwarder.drops.items():
                         drops[str(reason)] = drops.get(str(reason), 0) + count
                     probe_packets += consumer.probe_packets
+                    resent += consumer.retransmitted
                     if consumer.producer.kind is not MediaKind.VIDEO:
                         continue
                     selection = consumer.selection()
@@ -121,6 +144,8 @@ class SfuCollector(Collector):
                         [room.id, session.identity, publisher], consumer.forwarder.switches
                     )
                     pauses.add_metric([room.id, session.identity, publisher], consumer.pauses)
+                if session.consumers:
+                    retransmissions.add_metric([room.id, session.identity], resent)
                 for reason_name, count in drops.items():
                     dropped.add_metric([room.id, session.identity, reason_name], count)
                 if session.consumers and session.downlink.has_feedback:
@@ -134,6 +159,8 @@ class SfuCollector(Collector):
             received,
             layer_bitrate,
             keyframe_requests,
+            upstream_repair,
+            retransmissions,
             forwarded,
             dropped,
             estimate,

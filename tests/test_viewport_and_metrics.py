@@ -344,6 +344,16 @@ async def test_metrics_describe_the_room(server: Any, http: aiohttp.ClientSessio
         )
         assert estimate > 0
         assert value(found, "consilium_received_packets_total", room=room, kind="video") > 0
+        # Loss-repair counters are exported for every video publisher and subscriber (0 on
+        # a clean loopback link is fine; present is what operators' dashboards rely on).
+        outcomes = {lbl["outcome"] for lbl, _ in found["consilium_upstream_repair_packets_total"]}
+        assert outcomes == {"missing", "nacked", "recovered", "lost"}
+        assert (
+            value(
+                found, "consilium_retransmitted_packets_total", room=room, subscriber=bob.identity
+            )
+            >= 0
+        )
 
 
 async def test_metrics_need_the_api_key_when_one_is_set(http: aiohttp.ClientSession) -> None:
