@@ -31,6 +31,7 @@ PURE_MODULES = [
     "media.sdp_simulcast",
     "sfu.layers",
     "media.red",
+    "media.recording",
 ]
 FORBIDDEN = {"asyncio", "aiortc", "aioice", "aiohttp", "av"}
 OUR_PACKAGES = {"media", "sfu", "signaling", "jitter", "tools"}
