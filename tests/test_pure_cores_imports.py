@@ -30,6 +30,7 @@ PURE_MODULES = [
     "jitter.buffer",
     "media.sdp_simulcast",
     "sfu.layers",
+    "tools.impair_model",
     "media.red",
     "media.recording",
 ]
