@@ -290,3 +290,33 @@ class _Never:
 
     def __contains__(self, item: object) -> bool:
         return False
+
+
+class RedPacketView:
+    """One incoming RED payload as its subscribers need it, each form computed once.
+
+    Validated on construction (RedParseError), so forwarding it cannot fail later.
+    """
+
+    __slots__ = ("_primary", "_retyped", "payload")
+
+    def __init__(self, payload: Buffer) -> None:
+        self.payload = bytes(payload)
+        self._primary = primary(self.payload)
+        self._retyped: dict[int, bytes] = {}
+
+    @property
+    def primary_payload_type(self) -> int:
+        return self._primary[0]
+
+    @property
+    def primary_data(self) -> bytes:
+        """The Opus frame alone: what a subscriber without RED gets."""
+        return self._primary[1]
+
+    def with_payload_type(self, payload_type: int) -> bytes:
+        """The RED payload with its blocks' payload type set to the subscriber's Opus type."""
+        out = self._retyped.get(payload_type)
+        if out is None:
+            out = self._retyped[payload_type] = rewrite_payload_types(self.payload, payload_type)
+        return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Protocol
 
+from media.red import RedPacketView
 from media.rtp import abs_send_time_value, build_rtp_packet, wrap_rtx_payload
 from media.vp8 import rewrite_vp8_descriptor
 from sfu.adapters.aiortc_adapter import (
@@ -124,11 +125,16 @@ class Consumer:
 
     # ------------------------------------------------------------------ media path
 
-    async def forward(self, packet: IngressPacket, data: bytes, now_ms: int) -> None:
+    async def forward(
+        self, packet: IngressPacket, data: bytes, now_ms: int, red: RedPacketView | None = None
+    ) -> None:
+        """``red``: the packet is audio RED; sent as RED if this subscriber negotiated it,
+        else stripped to its primary Opus frame."""
         self._now_ms = now_ms
         if self.closed:
             return
-        if not self.sender.ready or self.sender.negotiated is None:
+        codec = self.sender.negotiated
+        if not self.sender.ready or codec is None:
             self.not_negotiated += 1
             return
         decision = self.forwarder.forward(packet, now_ms)
@@ -144,10 +150,17 @@ class Consumer:
             rewrite_vp8_descriptor(
                 payload, packet.vp8, picture_id=decision.picture_id, tl0picidx=decision.tl0picidx
             )
+        payload_type = codec.payload_type
+        if red is not None:
+            if codec.red_payload_type is not None:
+                payload = red.with_payload_type(codec.payload_type)
+                payload_type = codec.red_payload_type
+            else:
+                payload = red.primary_data
         payload = bytes(payload)
         extensions, twcc_id = self._extensions(header.extensions, now_ms)
         out = build_rtp_packet(
-            payload_type=self.sender.negotiated.payload_type,
+            payload_type=payload_type,
             marker=header.marker,
             sequence_number=decision.sequence_number,
             timestamp=decision.timestamp,

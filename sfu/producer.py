@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from media.codecs import is_keyframe
+from media.red import RedPacketView
 from media.rtp import RtpHeader, RtpParseError, parse_audio_level
 from media.sdp_simulcast import SimulcastOffer
 from media.vp8 import Vp8Descriptor, parse_vp8_descriptor
@@ -56,6 +57,7 @@ class Producer:
         self.on_audio_level: Callable[[str, int, float], None] | None = None
         self.packets = 0
         self.malformed = 0
+        self.red_packets = 0  # audio that arrived as RED (RFC 2198)
         self.keyframes_seen = 0
         self.unrepairable = 0  # packets lost on the publisher leg for good
         self._pli_tasks: set[asyncio.Task[None]] = set()
@@ -76,9 +78,14 @@ class Producer:
     async def on_rtp(self, data: bytes, header: RtpHeader, arrival_ms: int, layer: int) -> None:
         payload = data[header.payload_offset : header.payload_end]
         vp8: Vp8Descriptor | None = None
+        red: RedPacketView | None = None
         try:
             if self.codec.name == "vp8" and payload:
                 vp8 = parse_vp8_descriptor(payload)
+            elif header.payload_type == self.codec.red_payload_type:
+                # Parsed once here; each subscriber takes it whole (retyped) or stripped.
+                red = RedPacketView(payload)
+                self.red_packets += 1
         except RtpParseError:
             self.malformed += 1
             return
@@ -114,7 +121,7 @@ class Producer:
             elif requester.poll(arrival_ms):
                 self._send_pli(layer)
         for consumer in tuple(self.consumers):
-            await consumer.forward(packet, data, arrival_ms)
+            await consumer.forward(packet, data, arrival_ms, red)
 
     def on_unrepairable(self, layer: int, now_ms: int) -> None:
         """Retransmission gave up on a lost packet: only a keyframe repairs the picture now."""

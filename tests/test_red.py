@@ -10,6 +10,7 @@ from media.red import (
     MAX_TIMESTAMP_OFFSET,
     RedBlock,
     RedEncoder,
+    RedPacketView,
     RedParseError,
     RedReceiver,
     build_red,
@@ -212,3 +213,15 @@ def test_encoder_leaves_out_frames_too_far_back_after_a_dtx_pause() -> None:
     assert nxt.redundant == (RedBlock(OPUS, 960, b"c"),)
     with pytest.raises(ValueError):
         RedEncoder(0)
+
+
+def test_packet_view_validates_once_and_caches_each_form() -> None:
+    payload = build_red(OPUS, b"now", [RedBlock(OPUS, 960, b"before")])
+    view = RedPacketView(payload)
+    assert (view.primary_payload_type, view.primary_data) == (OPUS, b"now")
+    retyped = view.with_payload_type(96)
+    assert view.with_payload_type(96) is retyped
+    assert parse_red(retyped).redundant == (RedBlock(96, 960, b"before"),)
+    assert view.with_payload_type(OPUS) == payload
+    with pytest.raises(RedParseError):
+        RedPacketView(b"\x80\x00")

@@ -56,7 +56,7 @@ JOIN_TIMEOUT_S = 10.0
 
 # Role -> permissions, mirrored from the contract; only used to decide whether to publish.
 _ROLE_PERMISSIONS: dict[str, set[str]] = {
-    "host": {"publish", "subscribe", "admin"},
+    "host": {"publish", "subscribe", "admin", "record"},
     "specialist": {"publish", "subscribe"},
     "bedside": {"publish", "subscribe"},
     "observer": {"subscribe"},
@@ -144,6 +144,7 @@ class SyntheticParticipant:
         decode: bool = True,
         ice_servers: list[RTCIceServer | dict[str, Any]] | None = None,
         tone_hz: float | None = None,
+        red_distance: int | None = None,
     ) -> None:
         if video_codec.upper() not in {"VP8", "H264"}:
             raise ValueError("video_codec must be VP8 or H264")
@@ -158,6 +159,8 @@ class SyntheticParticipant:
         self.video_codec = video_codec.upper()
         self.decode = decode
         self.tone_hz = tone_hz if tone_hz is not None else tone_frequency_for(name)
+        # Audio RED (RFC 2198) with this many previous frames per packet; None = plain Opus.
+        self.red_distance = red_distance
         self._token = token
         self._ice_servers = [_ice_server(s) for s in ice_servers or []]
 
@@ -300,6 +303,19 @@ class SyntheticParticipant:
         """
         return await self._first_message({type_}, self._cursor, timeout, advance=True)
 
+    def red_stats(self) -> dict[str, int]:
+        """Audio RED counters over both connections (all 0 without ``red_distance``)."""
+        total = {"sent": 0, "received": 0, "recovered": 0, "duplicates": 0, "malformed": 0}
+        if self.red_distance is None:
+            return total
+        from sfu.adapters.aiortc_adapter import red_stats
+
+        for pc in (self.publish_pc, self.subscribe_pc):
+            if pc is not None:
+                for key, value in red_stats(pc).items():
+                    total[key] += value
+        return total
+
     def summary(self) -> dict[str, dict[str, Any]]:
         """A compact view of :attr:`received` for logs and assertion messages."""
         return {
@@ -419,6 +435,14 @@ class SyntheticParticipant:
             )
         )
 
+    def _enable_red(self, pc: RTCPeerConnection) -> None:
+        if self.red_distance is None:
+            return
+        # Imported only on request: the adapter patches aiortc's negotiation process-wide.
+        from sfu.adapters.aiortc_adapter import enable_red_audio
+
+        enable_red_audio(pc, self.red_distance)
+
     async def _publish(self) -> None:
         pc = self.publish_pc = self._new_pc()
         if self.publish_audio:
@@ -429,6 +453,7 @@ class SyntheticParticipant:
             self.video_track = CounterVideoTrack(self.name, width, height, self.fps)
             transceiver = pc.addTransceiver(self.video_track, direction="sendonly")
             transceiver.setCodecPreferences(_video_codec_preferences(self.video_codec))
+        self._enable_red(pc)
         # aiortc gathers every candidate inside setLocalDescription, so the offer is complete:
         # the server takes no trickled candidates.
         await pc.setLocalDescription(await pc.createOffer())
@@ -457,6 +482,7 @@ class SyntheticParticipant:
     async def _answer_offer(self, offer: dict[str, Any]) -> None:
         if self.subscribe_pc is None:
             self.subscribe_pc = self._new_pc()
+            self._enable_red(self.subscribe_pc)
         pc = self.subscribe_pc
         # Mids may be reused for someone else after renegotiation: consumers look the owner up
         # per frame, so replacing the map is enough.

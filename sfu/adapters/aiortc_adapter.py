@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aioice.ice
+import aiortc.rtcpeerconnection
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -38,9 +40,10 @@ from aiortc import (
     RTCRtpReceiver,
     RTCRtpSender,
     RTCRtpTransceiver,
+    RTCSessionDescription,
 )
 from aiortc import clock as aiortc_clock
-from aiortc.codecs import CODECS, HEADER_EXTENSIONS, get_capabilities
+from aiortc.codecs import CODECS, HEADER_EXTENSIONS, get_capabilities, is_rtx
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import (
     RTCRtcpFeedback,
@@ -71,7 +74,8 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from media.rtp import RtpHeader, RtpParseError, parse_rtp_header, unwrap_rtx_payload
+from media.red import RedEncoder, RedParseError, RedReceiver
+from media.rtp import RtpHeader, RtpParseError, is_rtcp, parse_rtp_header, unwrap_rtx_payload
 from media.sdp_simulcast import URI_REPAIRED_RID as URI_REPAIRED_RID
 from media.sdp_simulcast import URI_RID as URI_RID
 from media.sdp_simulcast import SimulcastOffer
@@ -125,6 +129,160 @@ def _negotiate_more_than_aiortc() -> None:
 
 _negotiate_more_than_aiortc()
 
+# --------------------------------------------------------------------------- audio RED / Opus
+
+# Chromium's own choice for red/48000/2; any free number works, the answer keeps the offer's.
+RED_PAYLOAD_TYPE = 63
+# In-band FEC and DTX: in an answer they ask the publisher's encoder for them; minptime=10 is
+# what browsers offer. (stereo is left out: one voice, mono.)
+OPUS_PARAMETERS: dict[str, int | str] = {"minptime": 10, "useinbandfec": 1, "usedtx": "1"}
+
+# RED is offered/accepted only where someone will handle it: a connection whose negotiation
+# runs with this flag set (the SFU's, and clients that called enable_red_audio), or a
+# transceiver whose codec preferences name it. Stock aiortc would hand RED to its decoder.
+_red_allowed: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "consilium_red_allowed", default=False
+)
+
+
+def is_red(codec: RTCRtpCodecParameters | RTCRtpCodecCapability) -> bool:
+    return codec.mimeType.lower() == "audio/red"
+
+
+def red_target(codec: RTCRtpCodecParameters | RTCRtpCodecCapability) -> int | None:
+    """The payload type a RED fmtp (``111/111``) protects, if it names one type only."""
+    fmtp = next(iter(codec.parameters), None)
+    if not isinstance(fmtp, str):
+        return None
+    parts = fmtp.split("/")
+    if not all(p.isdigit() for p in parts) or len(set(parts)) != 1:
+        return None
+    return int(parts[0])
+
+
+def _add_red_and_opus_parameters() -> None:
+    audio = CODECS["audio"]
+    opus = next(c for c in audio if c.mimeType.lower() == "audio/opus")
+    opus.parameters.update(OPUS_PARAMETERS)
+    if not any(is_red(c) for c in audio):
+        audio.insert(
+            audio.index(opus) + 1,
+            RTCRtpCodecParameters(
+                mimeType="audio/red",
+                clockRate=48000,
+                channels=2,
+                payloadType=RED_PAYLOAD_TYPE,
+                parameters={f"{opus.payloadType}/{opus.payloadType}": None},
+            ),
+        )
+
+
+_add_red_and_opus_parameters()
+
+_stock_find_common_codecs = aiortc.rtcpeerconnection.find_common_codecs
+_stock_filter_preferred_codecs = aiortc.rtcpeerconnection.filter_preferred_codecs
+
+
+def _find_common_codecs(
+    local_codecs: list[RTCRtpCodecParameters], remote_codecs: list[RTCRtpCodecParameters]
+) -> list[RTCRtpCodecParameters]:
+    """aiortc's negotiation, plus RED taken as the remote wrote it.
+
+    aiortc would copy our own fmtp (which names our Opus payload type) into the result; a RED
+    fmtp must name the remote's. A remote RED whose fmtp names no accepted codec is dropped.
+    """
+    if not any(is_red(c) for c in local_codecs):
+        return _stock_find_common_codecs(local_codecs, remote_codecs)
+    common = _stock_find_common_codecs(local_codecs, [c for c in remote_codecs if not is_red(c)])
+    media_pts = {c.payloadType for c in common if not is_rtx(c)}
+    for codec in remote_codecs:
+        if is_red(codec) and codec.clockRate == 48000 and red_target(codec) in media_pts:
+            common.append(
+                RTCRtpCodecParameters(
+                    mimeType="audio/red",
+                    clockRate=48000,
+                    channels=codec.channels,
+                    payloadType=codec.payloadType,
+                    parameters=dict(codec.parameters),
+                )
+            )
+    return common
+
+
+def _filter_preferred_codecs(
+    codecs: list[RTCRtpCodecParameters], preferred: list[RTCRtpCodecCapability]
+) -> list[RTCRtpCodecParameters]:
+    """aiortc's preference filter; RED stays only where it was asked for (see _red_allowed).
+
+    RED is matched by name (its fmtp differs per connection) and placed after the codec it
+    protects, or before it when the preferences list RED first.
+    """
+    reds = [c for c in codecs if is_red(c)]
+    others = [c for c in codecs if not is_red(c)]
+    wanted = [p for p in preferred if not is_red(p)]
+    red_rank = next((i for i, p in enumerate(preferred) if is_red(p)), None)
+    out = _stock_filter_preferred_codecs(others, wanted)
+    if red_rank is None and (preferred or not _red_allowed.get()):
+        return out
+    for red in reds:
+        target = next(
+            (i for i, c in enumerate(out) if c.payloadType == red_target(red) and not is_red(c)),
+            None,
+        )
+        if target is None:
+            continue
+        target_rank = next(
+            (
+                i
+                for i, p in enumerate(preferred)
+                if p.mimeType.lower() == out[target].mimeType.lower()
+            ),
+            None,
+        )
+        first = red_rank is not None and target_rank is not None and red_rank < target_rank
+        out.insert(target if first else target + 1, red)
+    return out
+
+
+aiortc.rtcpeerconnection.find_common_codecs = _find_common_codecs
+aiortc.rtcpeerconnection.filter_preferred_codecs = _filter_preferred_codecs
+
+
+def allow_red(pc: RTCPeerConnection) -> None:
+    """Let this connection offer and accept audio RED (its negotiation runs with the flag)."""
+    if getattr(pc, "_consilium_red", False):
+        return
+    pc._consilium_red = True
+    stock_offer = pc.createOffer
+    stock_answer = pc.createAnswer
+    stock_remote = pc.setRemoteDescription
+
+    async def create_offer() -> RTCSessionDescription:
+        token = _red_allowed.set(True)
+        try:
+            return await stock_offer()
+        finally:
+            _red_allowed.reset(token)
+
+    async def create_answer() -> RTCSessionDescription:
+        token = _red_allowed.set(True)
+        try:
+            return await stock_answer()
+        finally:
+            _red_allowed.reset(token)
+
+    async def set_remote_description(description: RTCSessionDescription) -> None:
+        token = _red_allowed.set(True)
+        try:
+            await stock_remote(description)
+        finally:
+            _red_allowed.reset(token)
+
+    pc.createOffer = create_offer  # type: ignore[method-assign]
+    pc.createAnswer = create_answer  # type: ignore[method-assign]
+    pc.setRemoteDescription = set_remote_description  # type: ignore[method-assign,assignment]
+
+
 # --------------------------------------------------------------------------- ICE configuration
 
 _ice_hosts: list[str] | None = None
@@ -166,6 +324,23 @@ def configure_ice_hosts(addresses: Iterable[str] | None) -> None:
     aioice.ice.get_host_addresses = _host_addresses
 
 
+def tap_jitter_buffer(receiver: RTCRtpReceiver, callback: Callable[[int, int], None]) -> None:
+    """Call ``callback(sequence_number, timestamp)`` for each packet entering the receiver's
+    jitter buffer (after RTX unwrapping and RED recovery), for QA clients.
+
+    That is what a browser's jitter buffer would get. aiortc's own audio buffer then loses
+    more: when a hole overflows its 16 packets it drops the good frames before the hole too.
+    """
+    buffer = receiver._RTCRtpReceiver__jitter_buffer
+    stock_add = buffer.add
+
+    def add(packet: RtpPacket) -> Any:
+        callback(packet.sequence_number, packet.timestamp)
+        return stock_add(packet)
+
+    buffer.add = add
+
+
 @dataclass(frozen=True)
 class IceServer:
     urls: list[str]
@@ -188,9 +363,12 @@ def new_peer_connection(ice_servers: Iterable[IceServer]) -> RTCPeerConnection:
     # max-bundle: aiortc's default "balanced" policy gives the first m-line of each kind its
     # own transport, and transceivers added in one offer then end up on a transport that the
     # BUNDLE answer never connects.
-    return RTCPeerConnection(
+    pc = RTCPeerConnection(
         RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
     )
+    # The SFU forwards RED to whoever negotiated it and strips it for the others.
+    allow_red(pc)
+    return pc
 
 
 # --------------------------------------------------------------------------- negotiated facts
@@ -206,14 +384,23 @@ class NegotiatedCodec:
     channels: int | None
     parameters: dict[str, Any] = field(default_factory=dict)
     rtx_payload_type: int | None = None
+    red_payload_type: int | None = None  # audio RED (RFC 2198) carrying this codec
 
 
 def _codec_from_parameters(parameters: RTCRtpParameters) -> NegotiatedCodec | None:
-    media = [c for c in parameters.codecs if not c.mimeType.lower().endswith("/rtx")]
+    media = [c for c in parameters.codecs if not is_rtx(c) and not is_red(c)]
     if not media:
         return None
     primary = media[0]
     assert primary.payloadType is not None
+    red = next(
+        (
+            c.payloadType
+            for c in parameters.codecs
+            if is_red(c) and red_target(c) == primary.payloadType
+        ),
+        None,
+    )
     rtx = next(
         (
             c.payloadType
@@ -230,6 +417,7 @@ def _codec_from_parameters(parameters: RTCRtpParameters) -> NegotiatedCodec | No
         channels=primary.channels,
         parameters=dict(primary.parameters),
         rtx_payload_type=rtx,
+        red_payload_type=red,
     )
 
 
@@ -244,14 +432,14 @@ def restrict_answer_codec(transceiver: RTCRtpTransceiver) -> NegotiatedCodec | N
     subscriber connection can then be offered.
     """
     codecs: list[RTCRtpCodecParameters] = list(transceiver._codecs)
-    media = [c for c in codecs if not c.mimeType.lower().endswith("/rtx")]
+    media = [c for c in codecs if not is_rtx(c) and not is_red(c)]
     if not media:
         return None
     primary = media[0]
-    kept = [primary] + [
-        c
-        for c in codecs
-        if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == primary.payloadType
+    # RED first: that is what makes Chromium wrap its Opus frames in RED.
+    kept = [c for c in codecs if is_red(c) and red_target(c) == primary.payloadType][:1]
+    kept += [primary] + [
+        c for c in codecs if is_rtx(c) and c.parameters.get("apt") == primary.payloadType
     ]
     transceiver._codecs = kept
     return _codec_from_parameters(RTCRtpParameters(codecs=kept))
@@ -272,6 +460,9 @@ def prefer_codec(transceiver: RTCRtpTransceiver, codec: NegotiatedCodec) -> None
         raise ValueError(f"codec {codec.name} cannot be offered")
     best = max(candidates, key=score)
     chosen = [best] + [c for c in capabilities if c.mimeType.lower().endswith("/rtx")]
+    if codec.name == "opus":
+        # Offered to every subscriber: RED is sent to those who accept it, when it arrives.
+        chosen += [c for c in capabilities if is_red(c)]
     transceiver.setCodecPreferences(chosen)
 
 
@@ -955,3 +1146,174 @@ def threads_decoding() -> list[str]:
     import threading
 
     return [t.name for t in threading.enumerate() if t.name.endswith("-decoder")]
+
+
+# --------------------------------------------------------------------------- RED for aiortc clients
+
+
+class _RedAudioSender(RTCRtpSender):
+    """A stock aiortc audio sender whose Opus packets leave as RED (see enable_red_audio)."""
+
+    red_encoder: RedEncoder | None
+    red_distance: int
+    red_payload_type: int | None
+    red_opus_payload_type: int | None
+
+    async def send(self, parameters: RTCRtpSendParameters) -> None:
+        codec = _codec_from_parameters(parameters)
+        # aiortc encodes with the first codec: keep Opus there, RED only as the wrapper.
+        if codec is not None and codec.name == "opus" and codec.red_payload_type is not None:
+            self.red_payload_type = codec.red_payload_type
+            self.red_opus_payload_type = codec.payload_type
+            self.red_encoder = RedEncoder(self.red_distance)
+            parameters.codecs = [c for c in parameters.codecs if not is_red(c)]
+            _install_red_egress(self.transport).senders[self._ssrc] = self
+        await super().send(parameters)
+
+    def wrap(self, data: bytes) -> bytes:
+        """One outgoing RTP packet of this sender: Opus becomes RED (header bytes kept)."""
+        encoder = self.red_encoder
+        if encoder is None or self.red_payload_type is None:
+            return data
+        try:
+            header = parse_rtp_header(data)
+        except RtpParseError:
+            return data
+        if header.payload_type != self.red_opus_payload_type:
+            return data
+        payload = encoder.wrap(
+            header.payload_type, header.timestamp, data[header.payload_offset : header.payload_end]
+        )
+        head = bytearray(data[: header.payload_offset])
+        head[0] &= 0xDF  # aiortc does not pad audio; the RED payload carries no padding
+        head[1] = (head[1] & 0x80) | self.red_payload_type
+        return bytes(head) + payload
+
+
+class _RedEgress:
+    """Per DTLS transport: which senders' packets to wrap."""
+
+    def __init__(self) -> None:
+        self.senders: dict[int, _RedAudioSender] = {}
+
+
+def _install_red_egress(dtls: RTCDtlsTransport) -> _RedEgress:
+    egress: _RedEgress | None = getattr(dtls, "_consilium_red_egress", None)
+    if egress is not None:
+        return egress
+    egress = _RedEgress()
+    dtls._consilium_red_egress = egress
+    stock_send = dtls._send_rtp
+
+    async def send_rtp(data: bytes) -> None:
+        if len(data) >= 12 and not is_rtcp(data):
+            sender = egress.senders.get(int.from_bytes(data[8:12], "big"))
+            if sender is not None:
+                data = sender.wrap(data)
+        await stock_send(data)
+
+    dtls._send_rtp = send_rtp  # type: ignore[method-assign]
+    return egress
+
+
+class _RedAudioReceiver(RTCRtpReceiver):
+    """A stock aiortc audio receiver that unwraps RED and fills gaps from its redundancy."""
+
+    red_payload_type: int | None
+    red_streams: dict[int, RedReceiver]
+    red_malformed: int
+
+    async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
+        codec = _codec_from_parameters(parameters)
+        if codec is not None and codec.name == "opus":
+            self.red_payload_type = codec.red_payload_type
+        await super().receive(parameters)
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        if self.red_payload_type is None or packet.payload_type != self.red_payload_type:
+            await super()._handle_rtp_packet(packet, arrival_time_ms)
+            return
+        stream = self.red_streams.get(packet.ssrc)
+        if stream is None:
+            stream = self.red_streams[packet.ssrc] = RedReceiver()
+        try:
+            frames = stream.on_packet(packet.sequence_number, packet.timestamp, packet.payload)
+        except RedParseError:
+            self.red_malformed += 1
+            return
+        # Recovered frames go first, so aiortc's jitter buffer sees them in sequence order.
+        for frame in frames:
+            plain = RtpPacket(
+                payload_type=frame.payload_type,
+                marker=packet.marker,
+                sequence_number=frame.sequence_number,
+                timestamp=frame.timestamp,
+                ssrc=packet.ssrc,
+                payload=frame.data,
+            )
+            plain.extensions = packet.extensions
+            await super()._handle_rtp_packet(plain, arrival_time_ms)
+
+
+def _adopt_red_receiver(receiver: RTCRtpReceiver) -> None:
+    if isinstance(receiver, _RedAudioReceiver) or receiver._RTCRtpReceiver__started:
+        return
+    receiver.__class__ = _RedAudioReceiver
+    red: _RedAudioReceiver = receiver  # type: ignore[assignment]
+    red.red_payload_type = None
+    red.red_streams = {}
+    red.red_malformed = 0
+
+
+def _adopt_red_sender(sender: RTCRtpSender, distance: int) -> None:
+    if isinstance(sender, _RedAudioSender):
+        sender.red_distance = distance
+        return
+    sender.__class__ = _RedAudioSender
+    red: _RedAudioSender = sender  # type: ignore[assignment]
+    red.red_distance = distance
+    red.red_encoder = None
+    red.red_payload_type = None
+    red.red_opus_payload_type = None
+
+
+def enable_red_audio(pc: RTCPeerConnection, distance: int = 1) -> None:
+    """Opt an aiortc client connection into audio RED (call before it negotiates).
+
+    The connection then offers/accepts ``red/48000/2``; its audio senders wrap each Opus
+    packet into RED carrying the previous ``distance`` frames (when RED was negotiated), and
+    its audio receivers unwrap RED, handing frames lost in transit but carried as redundancy
+    to aiortc's jitter buffer before the packet's own frame. Counters: :func:`red_stats`.
+    """
+    if not 1 <= distance <= 2:
+        raise ValueError("RED distance must be 1 or 2")
+    allow_red(pc)
+    pc._consilium_red_distance = distance
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "audio":
+            _adopt_red_sender(transceiver.sender, distance)
+            _adopt_red_receiver(transceiver.receiver)
+
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        # Receivers created by a remote offer; fired before aiortc starts them.
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "audio" and transceiver.receiver.track is track:
+                _adopt_red_receiver(transceiver.receiver)
+
+
+def red_stats(pc: RTCPeerConnection) -> dict[str, int]:
+    """RED counters of a connection set up with :func:`enable_red_audio`."""
+    out = {"sent": 0, "received": 0, "recovered": 0, "duplicates": 0, "malformed": 0}
+    for transceiver in pc.getTransceivers():
+        sender = transceiver.sender
+        if isinstance(sender, _RedAudioSender) and sender.red_encoder is not None:
+            out["sent"] += sender.red_encoder.packets
+        receiver = transceiver.receiver
+        if isinstance(receiver, _RedAudioReceiver):
+            out["malformed"] += receiver.red_malformed
+            for stream in receiver.red_streams.values():
+                out["received"] += stream.packets
+                out["recovered"] += stream.recovered
+                out["duplicates"] += stream.duplicates
+    return out
