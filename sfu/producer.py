@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from media.codecs import is_keyframe
 from media.red import RedPacketView
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 # Nominal height of each simulcast layer when the top one is 720p and each step halves it
 # (the web client's 1/4, 1/2, full encodings); used to map a tile's size to a layer.
 TOP_LAYER_HEIGHT = 720
+
+
+class PacketSink(Protocol):
+    def on_packet(self, packet: IngressPacket, data: bytes, arrival_ms: int) -> None: ...
 
 
 class Producer:
@@ -47,6 +51,8 @@ class Producer:
         self.mid: str | None = None
         self.layer_count = len(simulcast.rids) if simulcast is not None else 1
         self.consumers: list[Consumer] = []
+        # Local consumers that send nothing (the recorder): called with every ingress packet.
+        self.sinks: list[PacketSink] = []
         self.keyframes = [KeyframeRequester() for _ in range(self.layer_count)]
         # A 2 s window: keyframes make 1 s bitrates jump, and the allocator prices layers by it.
         self.layers = LayerActivityTracker(self.layer_count, window_ms=2000)
@@ -120,6 +126,8 @@ class Producer:
                 requester.on_keyframe(arrival_ms)
             elif requester.poll(arrival_ms):
                 self._send_pli(layer)
+        for sink in tuple(self.sinks):
+            sink.on_packet(packet, data, arrival_ms)
         for consumer in tuple(self.consumers):
             await consumer.forward(packet, data, arrival_ms, red)
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -40,6 +41,7 @@ from sfu.downlink import Downlink
 from sfu.errors import SfuError
 from sfu.layers import preferred_layer_for
 from sfu.producer import Producer
+from sfu.recording import AuditSink, Recording
 from sfu.speaker import ActiveSpeakerDetector
 from sfu.vocabulary import MediaKind, TileView
 
@@ -65,6 +67,8 @@ class SfuSettings:
     bwe_trace_dir: str | None = None
     # Repair loss with NACK/RTX on both legs; off only to measure what it buys (QA).
     nack: bool = True
+    recordings_dir: str = "recordings"
+    audit: AuditSink | None = None
 
 
 class Session:
@@ -460,6 +464,8 @@ class Room:
         self.created_at = time.time()
         self.sessions: dict[str, Session] = {}
         self.speaker = ActiveSpeakerDetector()
+        self.recording: Recording | None = None
+        self.last_recording: Recording | None = None  # the stopped one, for its file list
 
     def dominant_speaker(self) -> str | None:
         return self.speaker.dominant(now_ms())
@@ -510,7 +516,65 @@ class Room:
         session.subscribe_to(self.live_producers())
         return session
 
+    # ------------------------------------------------------------------ recording
+
+    def recording_state(self) -> dict[str, Any]:
+        if self.recording is not None and self.recording.active:
+            return self.recording.state()
+        return {"active": False, "startedAt": None, "startedBy": None}
+
+    def _audit(self, event: str, actor: str, **details: Any) -> None:
+        audit = self.sfu.settings.audit
+        if audit is not None:
+            audit.record(event, self.id, actor, **details)
+
+    async def start_recording(self, actor: str, actor_name: str) -> bool:
+        """Start recording everyone (False: it was already running). Told to everyone."""
+        if self.recording is not None and self.recording.active:
+            return False
+        now = now_ms()
+        recording = Recording(
+            self.id,
+            Path(self.sfu.settings.recordings_dir),
+            actor_name,
+            now,
+            started_by_id=actor,
+        )
+        self.recording = recording
+        for producer in self.live_producers():
+            recording.attach(producer, now)
+        self._audit("recording-started", actor, participants=sorted(self.sessions))
+        await _broadcast(list(self.sessions.values()), {"type": "recording", **recording.state()})
+        return True
+
+    async def stop_recording(self, actor: str, reason: str = "stopped") -> bool:
+        """Stop and finalise every file (False: nothing was recording). Told to everyone."""
+        recording = self.recording
+        if recording is None or not recording.active:
+            return False
+        files = recording.stop(now_ms())
+        self.recording = None
+        self.last_recording = recording
+        self._audit(
+            "recording-stopped",
+            actor,
+            reason=reason,
+            durationS=round(time.time() - recording.started_at, 1),
+            files=[Path(f["path"]).name for f in files],
+            bytes=sum(f["bytes"] or 0 for f in files),
+        )
+        await _broadcast(
+            list(self.sessions.values()), {"type": "recording", **self.recording_state()}
+        )
+        return True
+
+    # ------------------------------------------------------------------ publishers
+
     async def on_producers_added(self, owner: Session, producers: list[Producer]) -> None:
+        if self.recording is not None:
+            now = now_ms()
+            for producer in producers:
+                self.recording.attach(producer, now)
         for session in list(self.sessions.values()):
             if session is not owner:
                 session.subscribe_to(producers)
@@ -545,6 +609,8 @@ class Room:
         del self.sessions[session.identity]
         self.speaker.forget(session.identity)
         producers = list(session.producers.values())
+        if self.recording is not None:
+            self.recording.detach_participant(session.identity, now_ms())
         await session.close()
         for other in self.sessions.values():
             other.unsubscribe_from(producers)
@@ -569,6 +635,7 @@ class Room:
             },
         )
         if not self.sessions and not keep_room and not self.sfu.keeps_empty_room(self):
+            await self.stop_recording("system", "room-closed")
             self.sfu.rooms.pop(self.id, None)
 
 
@@ -613,6 +680,7 @@ class Sfu:
         self._explicit_rooms.discard(room_id)
         for session in list(room.sessions.values()):
             await room.remove(session, reason, notify_reason=reason)
+        await room.stop_recording("system", reason)
         self.rooms.pop(room_id, None)
         return True
 

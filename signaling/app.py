@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from sfu.adapters.aiortc_adapter import configure_ice_hosts
 from sfu.errors import SfuError
 from sfu.room import Session, Sfu, SfuSettings
+from signaling.audit import AuditLog
 from signaling.auth import (
     Grant,
     Permission,
@@ -36,6 +37,8 @@ from signaling.messages import (
     Ping,
     ProtocolError,
     Publish,
+    StartRecording,
+    StopRecording,
     SubscribeAnswer,
     Viewport,
     error_message,
@@ -59,6 +62,7 @@ SFU = web.AppKey("sfu", Sfu)
 AUTHORITY = web.AppKey("authority", TokenAuthority)
 METRICS = web.AppKey("metrics", CollectorRegistry)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
+AUDIT = web.AppKey("audit", AuditLog)
 
 
 def _now_s() -> int:
@@ -78,6 +82,7 @@ class WsLink:
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
         self.session: Session | None = None
+        self.grant: Grant | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
         if not self.ws.closed:
@@ -175,6 +180,7 @@ async def _join(app: web.Application, join: Join, link: WsLink) -> Session:
             "unsupported-version", f"this server speaks protocol {PROTOCOL_VERSION}"
         )
     grant = app[AUTHORITY].verify(join.token, room=join.room, now_s=_now_s())
+    link.grant = grant
     room = app[SFU].room_for_join(grant.room)
     session = await room.join(
         grant.identity,
@@ -196,6 +202,7 @@ async def _join(app: web.Application, join: Join, link: WsLink) -> Session:
             "participants": [s.describe() for s in room.sessions.values() if s is not session],
             "iceServers": [s.as_dict() for s in app[SETTINGS].ice_servers],
             "maxMessageBytes": MAX_MESSAGE_BYTES,
+            "recording": room.recording_state(),
         }
     )
     return session
@@ -217,11 +224,40 @@ async def _handle(session: Session, message: Any, link: WsLink) -> Session | Non
         await link.send({"type": "pong"})
     elif isinstance(message, Viewport):
         session.set_viewport(message.tiles)
+    elif isinstance(message, (StartRecording, StopRecording)):
+        await _recording_by_participant(session, message, link)
     elif isinstance(message, Leave):
         await session.room.remove(session, "left")
         await link.close("left")
         return None
     return session
+
+
+async def _recording_by_participant(
+    session: Session, message: StartRecording | StopRecording, link: WsLink
+) -> None:
+    room = session.room
+    start = isinstance(message, StartRecording)
+    grant = link.grant
+    if grant is None or not grant.can(Permission.RECORD):
+        audit = room.sfu.settings.audit
+        if audit is not None:
+            audit.record(
+                "recording-refused",
+                room.id,
+                session.identity,
+                action="start" if start else "stop",
+                role=session.role,
+            )
+        raise ProtocolError("forbidden", "only the host may start or stop recording")
+    changed = (
+        await room.start_recording(session.identity, session.name)
+        if start
+        else await room.stop_recording(session.identity)
+    )
+    if not changed:
+        # Already in that state: the asker still learns where things stand.
+        await link.send({"type": "recording", **room.recording_state()})
 
 
 # --------------------------------------------------------------------------- REST
@@ -364,6 +400,64 @@ async def remove_participant(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _api_actor(request: web.Request) -> str:
+    """Who is calling the REST API, for the audit trail: a host token's identity or the key."""
+    header = request.headers.get("Authorization", "")
+    settings = request.app[SETTINGS]
+    if settings.api_key is not None and check_api_key(header, settings.api_key):
+        return "api-key"
+    if header.startswith("Bearer "):
+        with contextlib.suppress(TokenError):
+            grant = request.app[AUTHORITY].verify(
+                header[7:], room=request.match_info["room"], now_s=_now_s()
+            )
+            return grant.identity
+    return "api-dev"
+
+
+def _recording_body(room: Any) -> dict[str, Any]:
+    current = room.recording or room.last_recording
+    return {
+        "recording": room.recording_state(),
+        "files": current.describe_files() if current is not None else [],
+    }
+
+
+async def get_recording(request: web.Request) -> web.Response:
+    if (denied := _authorize(request, request.match_info["room"])) is not None:
+        return denied
+    room = _room_or_404(request)
+    if isinstance(room, web.Response):
+        return room
+    return web.json_response(_recording_body(room))
+
+
+async def post_recording(request: web.Request) -> web.Response:
+    room_id = request.match_info["room"]
+    if (denied := _authorize(request, room_id)) is not None:
+        if denied.status == 403:
+            request.app[AUDIT].record(
+                "recording-refused", room_id, "api-token", reason="no admin permission"
+            )
+        return denied
+    room = _room_or_404(request)
+    if isinstance(room, web.Response):
+        return room
+    try:
+        body = await _json_body(request)
+    except ProtocolError as exc:
+        return api_error(413 if exc.code == "too-large" else 400, exc.code, exc.message)
+    action = body.get("action")
+    if action not in ("start", "stop"):
+        return api_error(400, "bad-field", "action must be 'start' or 'stop'")
+    actor = _api_actor(request)
+    if action == "start":
+        await room.start_recording(actor, "REST API")
+    else:
+        await room.stop_recording(actor)
+    return web.json_response(_recording_body(room))
+
+
 def _mint(request: web.Request, body: dict[str, Any], status: int = 201) -> web.Response:
     authority = request.app[AUTHORITY]
     room = body.get("room")
@@ -452,6 +546,7 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[security_headers], client_max_size=MAX_MESSAGE_BYTES)
     app[SETTINGS] = settings
+    app[AUDIT] = AuditLog(Path(settings.recordings_dir) / "audit.jsonl")
     app[AUTHORITY] = TokenAuthority(
         settings.secret or generate_secret(), default_ttl_s=settings.token_ttl_s
     )
@@ -461,6 +556,8 @@ def create_app(settings: Settings) -> web.Application:
             max_participants=settings.max_participants,
             bwe_trace_dir=settings.bwe_trace_dir,
             nack=settings.nack,
+            recordings_dir=settings.recordings_dir,
+            audit=app[AUDIT],
         )
     )
     app[METRICS] = registry_for(app[SFU])
@@ -486,6 +583,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/rooms/{room}", get_room)
     app.router.add_delete("/api/rooms/{room}", delete_room)
     app.router.add_get("/api/rooms/{room}/participants", list_participants)
+    app.router.add_get("/api/rooms/{room}/recording", get_recording)
+    app.router.add_post("/api/rooms/{room}/recording", post_recording)
     app.router.add_get("/api/rooms/{room}/participants/{identity}/stats", participant_stats)
     app.router.add_delete("/api/rooms/{room}/participants/{identity}", remove_participant)
     app.router.add_post("/api/tokens", mint_token)

@@ -54,12 +54,15 @@ class Permission(StrEnum):
     PUBLISH = "publish"
     SUBSCRIBE = "subscribe"
     ADMIN = "admin"
+    RECORD = "record"  # start/stop recording the consultation
 
 
 # Read-only so no caller can widen a role at run time.
 ROLE_PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
     {
-        Role.HOST: frozenset({Permission.PUBLISH, Permission.SUBSCRIBE, Permission.ADMIN}),
+        Role.HOST: frozenset(
+            {Permission.PUBLISH, Permission.SUBSCRIBE, Permission.ADMIN, Permission.RECORD}
+        ),
         Role.SPECIALIST: frozenset({Permission.PUBLISH, Permission.SUBSCRIBE}),
         Role.BEDSIDE: frozenset({Permission.PUBLISH, Permission.SUBSCRIBE}),
         Role.OBSERVER: frozenset({Permission.SUBSCRIBE}),

@@ -26,6 +26,8 @@ class Settings:
     token_ttl_s: int = 3600
     # Write every subscriber's transport-wide feedback here (JSON lines) for offline analysis.
     bwe_trace_dir: str | None = None
+    # Recordings go to <dir>/<room>/<UTC start>/; the audit trail to <dir>/audit.jsonl.
+    recordings_dir: str = "recordings"
     # NACK/RTX loss repair on both legs; switched off only to measure what it buys.
     nack: bool = True
 
@@ -93,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="do not repair loss with NACK/RTX (for QA comparisons only)",
     )
+    serve.add_argument(
+        "--recordings-dir",
+        metavar="DIR",
+        help="where recordings and the audit log are written (default ./recordings)",
+    )
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -122,6 +129,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
     s.tls_cert = pick(args.tls_cert, "TLS_CERT")
     s.tls_key = pick(args.tls_key, "TLS_KEY")
     s.bwe_trace_dir = pick(getattr(args, "bwe_trace_dir", None), "BWE_TRACE_DIR")
+    s.recordings_dir = (
+        pick(getattr(args, "recordings_dir", None), "RECORDINGS_DIR") or s.recordings_dir
+    )
     if getattr(args, "no_nack", None):
         s.nack = False
     elif env.get("CONSILIUM_NACK", "").strip().lower() in ("0", "off", "false", "no"):

@@ -28,6 +28,8 @@ __all__ = [
     "Ping",
     "ProtocolError",
     "Publish",
+    "StartRecording",
+    "StopRecording",
     "SubscribeAnswer",
     "Viewport",
     "error_message",
@@ -124,7 +126,27 @@ class Viewport:
     tiles: tuple[TileView, ...]
 
 
-ClientMessage: TypeAlias = Join | Publish | SubscribeAnswer | Mute | Leave | Ping | Viewport
+@dataclass(frozen=True, slots=True)
+class StartRecording:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StopRecording:
+    pass
+
+
+ClientMessage: TypeAlias = (
+    Join
+    | Publish
+    | SubscribeAnswer
+    | Mute
+    | Leave
+    | Ping
+    | Viewport
+    | StartRecording
+    | StopRecording
+)
 
 MAX_VIEWPORT_TILES = 64
 MAX_TILE_PIXELS = 16384
@@ -306,6 +328,10 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         return Ping()
     if type_ == "viewport":
         return _parse_viewport(obj)
+    if type_ == "start-recording":
+        return StartRecording()
+    if type_ == "stop-recording":
+        return StopRecording()
     shown = type_ if len(type_) <= 40 else type_[:40] + "…"
     raise ProtocolError("unknown-type", f"unknown message type {shown!r}")
 

@@ -90,21 +90,25 @@ EXPECTED_TABLE = {
     (Role.HOST, Permission.PUBLISH): True,
     (Role.HOST, Permission.SUBSCRIBE): True,
     (Role.HOST, Permission.ADMIN): True,
+    (Role.HOST, Permission.RECORD): True,
     (Role.SPECIALIST, Permission.PUBLISH): True,
     (Role.SPECIALIST, Permission.SUBSCRIBE): True,
     (Role.SPECIALIST, Permission.ADMIN): False,
+    (Role.SPECIALIST, Permission.RECORD): False,
     (Role.BEDSIDE, Permission.PUBLISH): True,
     (Role.BEDSIDE, Permission.SUBSCRIBE): True,
     (Role.BEDSIDE, Permission.ADMIN): False,
+    (Role.BEDSIDE, Permission.RECORD): False,
     (Role.OBSERVER, Permission.PUBLISH): False,
     (Role.OBSERVER, Permission.SUBSCRIBE): True,
     (Role.OBSERVER, Permission.ADMIN): False,
+    (Role.OBSERVER, Permission.RECORD): False,
 }
 
 
 def test_enum_values_match_contract() -> None:
     assert {r.value for r in Role} == {"host", "specialist", "bedside", "observer"}
-    assert {p.value for p in Permission} == {"publish", "subscribe", "admin"}
+    assert {p.value for p in Permission} == {"publish", "subscribe", "admin", "record"}
     assert set(ROLE_PERMISSIONS) == set(Role)
 
 
@@ -130,7 +134,7 @@ def test_claiming_every_permission_is_capped_by_role(
 ) -> None:
     # A token signed with the right secret that claims everything (e.g. minted by an external
     # backend) still gets no more than its role allows.
-    token = signed(role=role.value, permissions=["publish", "subscribe", "admin"])
+    token = signed(role=role.value, permissions=[p.value for p in Permission])
     grant = authority.verify(token, room=ROOM, now_s=NOW)
     assert grant.can(permission) is EXPECTED_TABLE[(role, permission)]
 

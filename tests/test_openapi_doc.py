@@ -23,6 +23,8 @@ CONTRACT_OPERATIONS = {
     ("get", "/api/rooms/{room}/participants/{identity}/stats"),
     ("post", "/api/tokens"),
     ("get", "/api/dev-token"),
+    ("get", "/api/rooms/{room}/recording"),
+    ("post", "/api/rooms/{room}/recording"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
@@ -129,7 +131,7 @@ def test_schemas_carry_contract_fields(doc: dict[str, Any]) -> None:
         assert set(schemas[name]["properties"]) == fields, name
     assert set(schemas["Error"]["properties"]["error"]["required"]) == {"code", "message"}
     assert schemas["Role"]["enum"] == ["host", "specialist", "bedside", "observer"]
-    assert set(schemas["Permission"]["enum"]) == {"publish", "subscribe", "admin"}
+    assert set(schemas["Permission"]["enum"]) == {"publish", "subscribe", "admin", "record"}
 
 
 def test_bearer_security(doc: dict[str, Any]) -> None:

@@ -562,7 +562,7 @@ async def test_bad_token_is_fatal(server: Any, connect: Connect, kind: str) -> N
 @pytest.mark.parametrize(
     ("role", "permissions"),
     [
-        ("host", ["admin", "publish", "subscribe"]),
+        ("host", ["admin", "publish", "record", "subscribe"]),
         ("specialist", ["publish", "subscribe"]),
         ("bedside", ["publish", "subscribe"]),
         ("observer", ["subscribe"]),
