@@ -324,6 +324,9 @@ class Consumer:
             "forwarded": self.forwarder.forwarded,
             "drops": drops,
             "notNegotiated": self.not_negotiated,
+            # Audio goes out as RED (RFC 2198) when RED arrives and the subscriber took it.
+            "red": self.sender.negotiated is not None
+            and self.sender.negotiated.red_payload_type is not None,
             "retransmitted": self.retransmitted,
             "retransmitsSkipped": self.retransmits_skipped,
             "nacksHeld": self.nacks_held,

@@ -142,6 +142,7 @@ class Session:
                     "packets": p.packets,
                     "keyframes": p.keyframes_seen,
                     "keyframeRequestsSent": p.keyframe_requests_sent,
+                    "redPackets": p.red_packets,
                     "upstreamRepair": p.receiver.nack_stats(),
                     "unrepairable": p.unrepairable,
                     "simulcast": list(p.rids),
