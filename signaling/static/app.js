@@ -28,6 +28,9 @@ const ui = {
   btnMic: $('btn-mic'),
   btnCam: $('btn-cam'),
   btnLeave: $('btn-leave'),
+  btnRec: $('btn-rec'),
+  recBadge: $('rec-badge'),
+  recTime: $('rec-time'),
   enableSound: $('enable-sound'),
 };
 
@@ -77,6 +80,7 @@ const consilium = {
   lastViewport: null,
   reportViewport: () => reportViewport(true),
   debug: params.get('debug') === '1',
+  recording: { active: false, startedAt: null, startedBy: null },
 };
 window.consilium = consilium;
 
@@ -90,6 +94,7 @@ let intentionalClose = false; // leave/removed/fatal error: a socket close is th
 let negotiation = Promise.resolve(); // serialises subscribe-offer handling
 let soundBlocked = false;
 let tokenPermissions = null; // from the JWT payload, only to decide what to offer in the UI
+let recTimer = null;
 const audioState = { muted: false };
 const videoState = { muted: false };
 
@@ -188,6 +193,9 @@ async function main() {
   ui.btnMic.addEventListener('click', toggleMic);
   ui.btnCam.addEventListener('click', toggleCam);
   ui.btnLeave.addEventListener('click', () => leave());
+  ui.btnRec.addEventListener('click', () => {
+    send({ type: consilium.recording.active ? 'stop-recording' : 'start-recording' });
+  });
   ui.enableSound.addEventListener('click', enableSound);
   window.addEventListener('pagehide', () => {
     if (consilium.state === 'joined') { intentionalClose = true; send({ type: 'leave' }); }
@@ -313,6 +321,7 @@ async function handleMessage(msg) {
     case 'removed': return onRemoved(msg);
     case 'pong': return undefined;
     case 'publisher-layers': return onPublisherLayers(msg);
+    case 'recording': return applyRecording(msg);
     case 'downlink-stats':
       consilium.downlinkStats = msg;
       renderDebug();
@@ -341,6 +350,8 @@ async function onJoined(msg) {
 
   // The server may list effective permissions in self; otherwise fall back to role and token.
   const perms = Array.isArray(msg.self.permissions) ? msg.self.permissions : tokenPermissions;
+  ui.btnRec.hidden = !(perms ? perms.includes('record') : msg.self.role === 'host');
+  applyRecording(msg.recording || { active: false });
   const canPublish = msg.self.role !== 'observer' && (perms === null || perms.includes('publish'));
   if (canPublish) await startPublishing();
   else {
@@ -901,8 +912,41 @@ function updateStatus() {
 // ---------------------------------------------------------------------------------------------
 // Leaving.
 
+function applyRecording(state) {
+  consilium.recording = {
+    active: Boolean(state.active),
+    startedAt: state.startedAt ?? null,
+    startedBy: state.startedBy ?? null,
+  };
+  const { active, startedBy } = consilium.recording;
+  ui.recBadge.hidden = !active;
+  ui.recBadge.title = active
+    ? `This consultation is being recorded${startedBy ? ` (started by ${startedBy})` : ''}`
+    : '';
+  ui.btnRec.setAttribute('aria-pressed', String(active));
+  ui.btnRec.setAttribute('aria-label', active ? 'Stop recording' : 'Start recording');
+  ui.btnRec.querySelector('.txt').textContent = active ? 'Stop rec' : 'Record';
+  clearInterval(recTimer);
+  recTimer = null;
+  if (active) {
+    renderRecTime();
+    recTimer = setInterval(renderRecTime, 1000);
+  }
+}
+
+function renderRecTime() {
+  const started = consilium.recording.startedAt;
+  const s = started ? Math.max(0, Math.floor(Date.now() / 1000 - started)) : 0;
+  const h = Math.floor(s / 3600);
+  const mm = String(Math.floor((s % 3600) / 60));
+  const ss = String(s % 60).padStart(2, '0');
+  ui.recTime.textContent = h ? `${h}:${mm.padStart(2, '0')}:${ss}` : `${mm}:${ss}`;
+}
+
 function teardownMedia() {
   clearInterval(pingTimer);
+  clearInterval(recTimer);
+  ui.recBadge.hidden = true;
   if (pubPc) { pubPc.close(); pubPc = null; }
   if (subPc) { subPc.close(); subPc = null; }
   if (localStream) { for (const t of localStream.getTracks()) t.stop(); localStream = null; }

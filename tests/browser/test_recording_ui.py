@@ -1,0 +1,67 @@
+"""The recording indicator and the host's record button in a real browser (phone-sized host)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.webrtc]
+
+pytest.importorskip("playwright.async_api")
+
+JOIN_TIMEOUT_MS = 60_000
+UI_TIMEOUT_MS = 20_000
+
+
+async def _open_joined(browser: Any, url: str, **context_args: Any) -> Any:
+    context = await browser.new_context(**context_args)
+    page = await context.new_page()
+    await page.goto(url)
+    await page.wait_for_function(
+        "() => window.consilium && window.consilium.state !== 'connecting'",
+        timeout=JOIN_TIMEOUT_MS,
+    )
+    assert await page.evaluate("() => window.consilium.state") == "joined"
+    return page
+
+
+async def _badge(page: Any, visible: bool) -> None:
+    await page.wait_for_selector(
+        "#rec-badge", state="visible" if visible else "hidden", timeout=UI_TIMEOUT_MS
+    )
+
+
+async def test_host_records_and_everyone_sees_the_badge(
+    browser: Any, server_factory: Any, tmp_path: Path
+) -> None:
+    server = await server_factory("--recordings-dir", str(tmp_path / "rec"))
+    phone = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+    host = await _open_joined(
+        browser, f"{server.base_url}/?room=recui&name=Dr%20Host&role=host", **phone
+    )
+    other = await _open_joined(browser, f"{server.base_url}/?room=recui&name=Nurse&role=bedside")
+    assert await host.is_visible("#btn-rec")
+    assert not await other.is_visible("#btn-rec")  # not the host: no button
+    assert not await host.is_visible("#rec-badge")
+
+    await host.click("#btn-rec")
+    await _badge(host, True)
+    await _badge(other, True)
+    assert "REC" in await other.inner_text("#rec-badge")
+    assert await host.get_attribute("#btn-rec", "aria-pressed") == "true"
+    # The elapsed time ticks (from the server's start time).
+    await other.wait_for_function(
+        "() => document.getElementById('rec-time').textContent !== '0:00'", timeout=UI_TIMEOUT_MS
+    )
+    # Phone: every control visible, nothing overflows sideways.
+    for button in ("#btn-mic", "#btn-cam", "#btn-rec", "#btn-leave"):
+        assert await host.is_visible(button), button
+    width = await host.evaluate("() => [document.documentElement.scrollWidth, innerWidth]")
+    assert width[0] <= width[1], width
+
+    await host.click("#btn-rec")
+    await _badge(host, False)
+    await _badge(other, False)
+    assert list((tmp_path / "rec").glob("audit.jsonl"))
