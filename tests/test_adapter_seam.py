@@ -24,6 +24,7 @@ RECEIVER_PRIVATE = [
     "__rtcp_exited",
     "__rtcp_task",
     "__active_ssrc",
+    "__jitter_buffer",  # tap_jitter_buffer (QA clients)
 ]
 
 

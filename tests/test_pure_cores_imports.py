@@ -33,6 +33,7 @@ PURE_MODULES = [
     "tools.impair_model",
     "media.red",
     "media.recording",
+    "tools.qa_metrics",
 ]
 FORBIDDEN = {"asyncio", "aiortc", "aioice", "aiohttp", "av"}
 OUR_PACKAGES = {"media", "sfu", "signaling", "jitter", "tools"}
