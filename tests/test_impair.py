@@ -4,6 +4,7 @@ user-space TUN wire through a real namespace (the latter needs tools/in_netns.sh
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import math
 import os
@@ -537,3 +538,70 @@ def test_exit_removes_the_wire_and_the_holder() -> None:
     ns.close()  # a second close is harmless
     assert host_if not in _interfaces()
     assert not Path(f"/proc/{pid}").exists(), "the holder was not reaped"
+
+
+# Fetch a URL and print its size and sha256 (runs inside the namespace, via the wrapper script).
+HTTP_CLIENT = r"""
+import hashlib, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=20) as response:
+    body = response.read()
+print(len(body), hashlib.sha256(body).hexdigest(), flush=True)
+"""
+
+
+# Every kind of damage at once, but no long loss bursts: per-packet bursts can outlast TCP's
+# backed-off retransmission timer (few packets in flight) and stall a transfer for many seconds.
+MIXED = DirectionSpec(loss=0.03, jitter_ms=20.0, reorder=0.05, reorder_ms=10.0, duplicate=0.04)
+
+
+@pytest.mark.webrtc
+async def test_async_http_get_across_mixed_damage_through_a_wrapper(tmp_path: Path) -> None:
+    _require_impair()
+    from aiohttp import web
+
+    body = os.urandom(300_000)
+
+    async def blob(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_get("/blob", blob)
+    profile = Profile("mixed", uplink=MIXED, downlink=MIXED)
+    async with ImpairedNamespace(profile, seed=2, label="impweb") as ns:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, ns.host_addr, 0)
+        await site.start()
+        try:
+            port = runner.addresses[0][1]
+            python = ns.wrapper_script(sys.executable, tmp_path)
+            proc = await asyncio.create_subprocess_exec(
+                str(python),
+                "-c",
+                HTTP_CLIENT,
+                f"http://{ns.host_addr}:{port}/blob",
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+        finally:
+            await runner.cleanup()
+        stats = ns.stats()
+    assert proc.returncode == 0
+    assert out.decode().split() == [str(len(body)), hashlib.sha256(body).hexdigest()]
+    down = stats["downlink"]
+    print(f"300 kB with loss, jitter, reordering and duplicates: downlink {down}")
+    assert down["reordered"] > 0 and down["lost_random"] + down["duplicated"] > 0
+
+
+@pytest.mark.webrtc
+def test_two_wires_coexist_on_their_own_addresses(wire: ImpairedNamespace) -> None:
+    wire.set_profile(get_profile("clean"))
+    with ImpairedNamespace(get_profile("clean"), label="imptwo") as second:
+        assert {second.host_addr, second.peer_addr}.isdisjoint({wire.host_addr, wire.peer_addr})
+        for ns in (wire, second):
+            # A TCP listener on our side of each wire answers from inside that namespace only.
+            with socket.create_server((ns.host_addr, 0)) as server:
+                port = server.getsockname()[1]
+                probe = f"import socket; socket.create_connection(({ns.host_addr!r}, {port}), 5)"
+                subprocess.run(ns.command([sys.executable, "-c", probe]), check=True, timeout=10)
+        assert second.stats()["uplink"]["packets"] > 0

@@ -91,6 +91,8 @@ _IFF_TUN = 0x0001
 _IFF_NO_PI = 0x1000
 _READ_BYTES = 65_536
 _JOIN_TIMEOUT_S = 5.0
+_ADDR_POOL = "10.78.{n}.{host}"
+_LINK_LOCK = threading.Lock()
 
 
 def _now_ms() -> float:
@@ -107,6 +109,20 @@ def _open_tun(name: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _free_addresses() -> tuple[str, str]:
+    """The first (10.78.N.1, 10.78.N.2) pair of which no address is in use in our namespace."""
+    out = subprocess.run(
+        ["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10, check=True
+    ).stdout
+    # "inet 10.78.0.1 peer 10.78.0.2/32": both the local and the peer address count as taken.
+    used = set(re.findall(r"\b(?:inet|peer) (\d+\.\d+\.\d+\.\d+)", out))
+    for n in range(256):
+        host, peer = _ADDR_POOL.format(n=n, host=1), _ADDR_POOL.format(n=n, host=2)
+        if host not in used and peer not in used:
+            return host, peer
+    raise NetshapeError("no free 10.78.N.0/30 subnet for another impaired wire")
 
 
 @functools.cache
@@ -243,13 +259,18 @@ class ImpairedNamespace:
         profile: Profile,
         seed: int = 1,
         label: str = "imp",
-        host_addr: str = "10.78.0.1",
-        peer_addr: str = "10.78.0.2",
+        host_addr: str | None = None,
+        peer_addr: str | None = None,
     ) -> None:
         self.label = label
         self.seed = seed
-        self.host_addr = host_addr
-        self.peer_addr = peer_addr
+        # Unset: the first free 10.78.N.1 / 10.78.N.2 pair, picked on entering, so that several
+        # wires can coexist (two TUNs with the same peer address would steal each other's route).
+        if (host_addr is None) != (peer_addr is None):
+            raise ValueError("give both host_addr and peer_addr, or neither")
+        self._auto_addrs = host_addr is None
+        self.host_addr = host_addr or _ADDR_POOL.format(n=0, host=1)
+        self.peer_addr = peer_addr or _ADDR_POOL.format(n=0, host=2)
         self.host_if, self.peer_if = ifnames(label)
         self._model = DuplexImpairment(profile, seed)
         self._cond = threading.Condition()  # guards the model and the pump's heap
@@ -288,7 +309,10 @@ class ImpairedNamespace:
             raise NetshapeError("already entered")
         try:
             self._holder = start_holder()
-            self._link()
+            with _LINK_LOCK:  # the free-address check and taking the address, as one step
+                if self._auto_addrs:
+                    self.host_addr, self.peer_addr = _free_addresses()
+                self._link()
             self._wire = _Wire(self._fds[0], self._fds[1], self._model, self._cond)
             self._wire.start()
         except BaseException:
@@ -605,8 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="print the profiles and exit")
     parser.add_argument("--profile", default="clean", help="named profile (see --list)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (reproducible fates)")
-    parser.add_argument("--host-addr", default="10.78.0.1", help="address on our side")
-    parser.add_argument("--peer-addr", default="10.78.0.2", help="address inside")
+    parser.add_argument(
+        "--host-addr", default=None, help="address on our side (default: 10.78.N.1, first free)"
+    )
+    parser.add_argument("--peer-addr", default=None, help="address inside (default: 10.78.N.2)")
     parser.add_argument(
         "--bench",
         action="store_true",
@@ -643,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     reason = ImpairedNamespace.unavailable_reason()
     if reason is not None:
         parser.error(reason)
+    if (args.host_addr is None) != (args.peer_addr is None):
+        parser.error("give both --host-addr and --peer-addr, or neither")
 
     def terminate(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
