@@ -24,6 +24,8 @@ from sfu.vocabulary import DropReason, LayerSelection, MediaKind, PauseReason
 # Retransmissions wait behind a backlog like everything else; past this much backlog they would
 # only add to the congestion that lost the packets (the receiver asks for a keyframe instead).
 RETRANSMIT_MAX_BACKLOG_MS = 150.0
+# RTP padding is at most 255 bytes (its length is one byte).
+PROBE_PADDING_BYTES = 255
 
 
 class DownlinkTransport(Protocol):
@@ -92,6 +94,7 @@ class Consumer:
         self._cache = RetransmitCache()
         self._probe_cursor = 0
         self._rtx_seq = random.randrange(0, 1 << 15)
+        self._last_timestamp = 0  # of the newest packet sent: padding probes reuse it
         self._now_ms = 0
         self.closed = False
 
@@ -168,6 +171,7 @@ class Consumer:
             extensions=extensions,
             payload=payload,
         )
+        self._last_timestamp = decision.timestamp
         if self.producer.kind is MediaKind.VIDEO:
             self._cache.store(
                 decision.sequence_number, header.marker, decision.timestamp, payload, now_ms
@@ -239,19 +243,44 @@ class Consumer:
         Real media as filler (like libwebrtc's redundant payloads) costs the receiver nothing:
         a duplicate is discarded after the jitter buffer has it.
         """
-        recent = self._cache.recent(32)
-        if self.closed or not self.sender.ready or not recent:
+        if self.closed or not self.sender.ready:
             return 0
-        seq, sent = recent[self._probe_cursor % len(recent)]
-        self._probe_cursor += 1
-        built = self._rtx_packet(seq, sent)
+        recent = self._cache.recent(32)
+        if recent:
+            seq, sent = recent[self._probe_cursor % len(recent)]
+            self._probe_cursor += 1
+            built = self._rtx_packet(seq, sent)
+            timestamp = sent.timestamp
+        else:
+            # Nothing sent lately (the video is paused, typically for bandwidth: exactly when a
+            # probe matters most): padding-only RTX packets carry the probe instead.
+            built = self._rtx_padding()
+            timestamp = self._last_timestamp
         if built is None:
             return 0
         packet, twcc_id = built
-        if not await self._send(packet, sent.timestamp, 0, twcc_id, cluster_id):
+        if not await self._send(packet, timestamp, 0, twcc_id, cluster_id):
             return 0
         self.probe_packets += 1
         return len(packet)
+
+    def _rtx_padding(self) -> tuple[bytes, int | None] | None:
+        codec = self.sender.negotiated
+        if codec is None or codec.rtx_payload_type is None:
+            return None
+        extensions, twcc_id = self._transport_extension()
+        packet = build_rtp_packet(
+            payload_type=codec.rtx_payload_type,
+            marker=False,
+            sequence_number=self._rtx_seq,
+            timestamp=self._last_timestamp,
+            ssrc=self.sender.rtx_ssrc,
+            extensions=extensions,
+            payload=b"",
+            padding_size=PROBE_PADDING_BYTES,
+        )
+        self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+        return packet, twcc_id
 
     # ------------------------------------------------------------------ subscriber RTCP
 

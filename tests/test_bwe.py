@@ -19,6 +19,7 @@ from sfu.bwe import (
     DownlinkEstimator,
     LossBasedEstimator,
     ProbeCluster,
+    QueueDelayTracker,
     RateControlState,
     TrendlineEstimator,
     measure_probe,
@@ -441,7 +442,9 @@ def test_no_probe_while_losing_packets_even_after_one_clean_report() -> None:
     for report in range(10):
         results = []
         for _ in range(25):
-            lost = report < 9 and seq % 5 == 0  # 20 %, then one clean report
+            # 40 %, then one clean report (loss up to the learnt inherent level, at most
+            # 10 %, does not block probes: this is 30 points above it)
+            lost = report < 9 and seq % 5 in (0, 2)
             results.append(PacketResult(seq, seq * 10.0, 1200, None if lost else 70 + seq * 10.0))
             seq += 1
         estimator.on_packet_results(results, seq * 10.0 + 100)
@@ -526,17 +529,27 @@ def test_probing_recovers_a_lifted_capacity_much_faster() -> None:
     assert without is None or without >= 3 * with_probing
 
 
-def test_random_loss_of_15_percent_lowers_the_estimate() -> None:
-    clean = DownlinkEstimator()
-    lossy = DownlinkEstimator()
-    clean_samples = simulate(clean, BottleneckLink(3_000_000), 20_000, constant(6_000_000))
-    lossy_samples = simulate(
-        lossy, BottleneckLink(3_000_000, loss=0.15, seed=3), 20_000, constant(6_000_000)
+def tail_mean_with_random_loss(loss: float) -> tuple[float, DownlinkEstimator]:
+    estimator = DownlinkEstimator()
+    samples = simulate(
+        estimator, BottleneckLink(3_000_000, loss=loss, seed=3), 20_000, constant(6_000_000)
     )
-    clean_mean = sum(s.estimate_bps for s in clean_samples[-100:]) / 100
-    lossy_mean = sum(s.estimate_bps for s in lossy_samples[-100:]) / 100
+    return sum(s.estimate_bps for s in samples[-100:]) / 100, estimator
+
+
+def test_heavy_random_loss_lowers_the_estimate() -> None:
+    # The learnt inherent level stops at 10 %: 30 % loss is 20 points of "congestion".
+    clean_mean, _ = tail_mean_with_random_loss(0.0)
+    lossy_mean, lossy = tail_mean_with_random_loss(0.30)
     assert lossy_mean < 0.5 * clean_mean
     assert lossy.estimate_bps == lossy.loss_based.rate_bps < lossy.delay_based_bps
+
+
+def test_moderate_random_loss_costs_little_estimate() -> None:
+    clean_mean, _ = tail_mean_with_random_loss(0.0)
+    lossy_mean, lossy = tail_mean_with_random_loss(0.05)
+    assert lossy_mean >= 0.85 * clean_mean
+    assert 0.03 <= lossy.loss_based.inherent_loss <= 0.07
 
 
 def test_app_limited_sender_does_not_inflate_the_estimate() -> None:
@@ -662,3 +675,64 @@ def test_an_application_limited_sender_is_not_collapsed_by_a_burst() -> None:
     full = AimdRateControl(1_000_000, 30_000, 10_000_000)
     full.update(BandwidthUsage.OVERUSING, 200_000, 1000.0, sent_bps=900_000)
     assert full.rate_bps == int(AimdRateControl.BETA * 200_000)
+
+
+def steady_loss_tail_mean(loss: float, learn: bool) -> float:
+    estimator = DownlinkEstimator()
+    if not learn:
+        estimator.loss_based.INHERENT_TIME_CONSTANT_MS = 0.0  # the plain gcc-02 reading
+    samples = simulate(
+        estimator,
+        BottleneckLink(3_000_000, loss=loss, seed=11),
+        30_000,
+        constant(6_000_000),
+        probing=False,  # the loss estimator's own behaviour, without probes lifting it
+    )
+    return sum(s.estimate_bps for s in samples[-100:]) / 100
+
+
+def test_steady_random_loss_is_learnt_as_inherent_not_congestion() -> None:
+    # 5 % loss that does not depend on the rate (a radio link) must not hold the estimate
+    # down: read as congestion, only the lucky reports under 2 % let it grow.
+    clean = steady_loss_tail_mean(0.0, learn=True)
+    learnt = steady_loss_tail_mean(0.05, learn=True)
+    plain = steady_loss_tail_mean(0.05, learn=False)
+    assert learnt >= 0.75 * clean  # (without probes both creep up at ~8 %/s)
+    assert learnt > 3 * plain
+
+
+def test_loss_above_the_inherent_level_still_holds_and_decreases() -> None:
+    estimator = LossBasedEstimator(1_000_000, 30_000, 20_000_000)
+    for step in range(200):  # 20 s of steady 5 % loss
+        estimator.update(0.05, step * 100.0, queue_delay_ms=5.0)
+    assert 0.049 <= estimator.inherent_loss <= 0.05
+    grown = estimator.rate_bps
+    assert grown > 1_000_000  # learnt: 5 % no longer holds the rate
+    assert estimator.update(0.09, 20_000.0) == grown  # 4 points above it: hold
+    assert estimator.update(0.25, 20_600.0) < grown  # 20 points above it: decrease
+    # Heavy loss is never all inherent: the learnt level stops at 10 %.
+    for step in range(400):
+        estimator.update(0.30, 21_000.0 + step * 100.0)
+    assert estimator.inherent_loss <= LossBasedEstimator.MAX_INHERENT_LOSS
+
+
+def test_queue_delay_tells_a_standing_queue_from_jitter() -> None:
+
+    rng = random.Random(4)
+    tracker = QueueDelayTracker()
+    seq = 0
+
+    def feedback(extra_ms: float, jitter_ms: float, now_ms: float) -> float:
+        nonlocal seq
+        results = []
+        for _ in range(20):
+            delay = 40 + extra_ms + rng.uniform(0, jitter_ms)
+            results.append(PacketResult(seq, seq * 5.0, 1200, seq * 5.0 + delay))
+            seq += 1
+        return tracker.update(results, now_ms)
+
+    assert feedback(0, 0, 0) == 0  # the first feedback is the base
+    jittery = [feedback(0, 40, 100 * i) for i in range(1, 50)]
+    assert max(jittery) < 15  # some packet of every feedback still gets through fast
+    queued = [feedback(250, 40, 5000 + 100 * i) for i in range(1, 20)]
+    assert min(queued) > 200  # a full queue delays every packet

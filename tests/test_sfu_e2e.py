@@ -213,3 +213,24 @@ async def test_nack_off_leaves_loss_unrepaired(server) -> None:
     finally:
         await alice.leave()
         await bob.leave()
+
+
+async def test_probes_fall_back_to_padding_when_nothing_was_sent_lately(server) -> None:
+    """A video paused for bandwidth has no recent packets to repeat; a probe must still go."""
+    from sfu.retransmit import RetransmitCache  # noqa: PLC0415
+
+    alice = SyntheticParticipant(server.url, room="padding", name="Alice")
+    bob = SyntheticParticipant(server.url, room="padding", name="Bob")
+    try:
+        await alice.join()
+        await bob.join()
+        await bob.wait_for(lambda: _counters_advance(bob, alice.identity), timeout=60)
+        session = server.sfu.rooms["padding"].sessions[bob.identity]
+        [video] = [c for c in session.consumers.values() if str(c.kind) == "video"]
+        video._cache = RetransmitCache()  # as after a second or more of pause
+        before = video.probe_packets
+        size = await video.send_probe(7, now_ms())
+        assert size > 255 and video.probe_packets == before + 1
+    finally:
+        await alice.leave()
+        await bob.leave()

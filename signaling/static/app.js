@@ -715,6 +715,7 @@ async function inboundVideoStats() {
           totalFreezesDuration: s.totalFreezesDuration || 0,
           keyFramesDecoded: s.keyFramesDecoded || 0,
           pliCount: s.pliCount || 0,
+          nackCount: s.nackCount || 0,
         });
       }
     });
