@@ -18,7 +18,7 @@ from sfu.adapters.aiortc_adapter import (
 from sfu.clock import now_ms as clock_ms
 from sfu.forwarder import Forwarder, IngressPacket
 from sfu.producer import Producer
-from sfu.retransmit import CachedPacket, Miss, RetransmitCache
+from sfu.retransmit import Miss, RetransmitCache
 from sfu.vocabulary import DropReason, LayerSelection, MediaKind, PauseReason
 
 # Retransmissions wait behind a backlog like everything else; past this much backlog they would
@@ -220,19 +220,23 @@ class Consumer:
                 out.append((level_id, level))
         return out, twcc_id
 
-    def _rtx_packet(self, seq: int, sent: CachedPacket) -> tuple[bytes, int | None] | None:
+    def _rtx_packet(
+        self, marker: bool, timestamp: int, payload: bytes, padding_size: int = 0
+    ) -> tuple[bytes, int | None] | None:
+        """An RTX packet (a wrapped retransmission, or padding); None without RTX."""
         codec = self.sender.negotiated
         if codec is None or codec.rtx_payload_type is None:
             return None
         extensions, twcc_id = self._transport_extension()
         packet = build_rtp_packet(
             payload_type=codec.rtx_payload_type,
-            marker=sent.marker,
+            marker=marker,
             sequence_number=self._rtx_seq,
-            timestamp=sent.timestamp,
+            timestamp=timestamp,
             ssrc=self.sender.rtx_ssrc,
             extensions=extensions,
-            payload=wrap_rtx_payload(seq, sent.payload),
+            payload=payload,
+            padding_size=padding_size,
         )
         self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
         return packet, twcc_id
@@ -249,13 +253,14 @@ class Consumer:
         if recent:
             seq, sent = recent[self._probe_cursor % len(recent)]
             self._probe_cursor += 1
-            built = self._rtx_packet(seq, sent)
+            payload = wrap_rtx_payload(seq, sent.payload)
+            built = self._rtx_packet(sent.marker, sent.timestamp, payload)
             timestamp = sent.timestamp
         else:
             # Nothing sent lately (the video is paused, typically for bandwidth: exactly when a
             # probe matters most): padding-only RTX packets carry the probe instead.
-            built = self._rtx_padding()
             timestamp = self._last_timestamp
+            built = self._rtx_packet(False, timestamp, b"", PROBE_PADDING_BYTES)
         if built is None:
             return 0
         packet, twcc_id = built
@@ -263,24 +268,6 @@ class Consumer:
             return 0
         self.probe_packets += 1
         return len(packet)
-
-    def _rtx_padding(self) -> tuple[bytes, int | None] | None:
-        codec = self.sender.negotiated
-        if codec is None or codec.rtx_payload_type is None:
-            return None
-        extensions, twcc_id = self._transport_extension()
-        packet = build_rtp_packet(
-            payload_type=codec.rtx_payload_type,
-            marker=False,
-            sequence_number=self._rtx_seq,
-            timestamp=self._last_timestamp,
-            ssrc=self.sender.rtx_ssrc,
-            extensions=extensions,
-            payload=b"",
-            padding_size=PROBE_PADDING_BYTES,
-        )
-        self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-        return packet, twcc_id
 
     # ------------------------------------------------------------------ subscriber RTCP
 
@@ -312,7 +299,9 @@ class Consumer:
                 continue
             if sent is Miss.THROTTLED:
                 continue
-            built = self._rtx_packet(seq, sent)
+            built = self._rtx_packet(
+                sent.marker, sent.timestamp, wrap_rtx_payload(seq, sent.payload)
+            )
             if built is None:
                 extensions, twcc_id = self._transport_extension()
                 packet = build_rtp_packet(

@@ -27,7 +27,6 @@ without its rounding to whole milliseconds (which would add up to 1 ms of schedu
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import errno
 import fcntl
@@ -46,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 
 from tools.impair_model import (
@@ -61,6 +60,7 @@ from tools.impair_model import (
     get_profile,
 )
 from tools.netshape import (
+    NamespaceContext,
     NetshapeError,
     ifnames,
     namespace_unavailable_reason,
@@ -246,7 +246,7 @@ class _Wire:
             due_now.clear()
 
 
-class ImpairedNamespace:
+class ImpairedNamespace(NamespaceContext):
     """A network namespace whose only link to ours is an impaired user-space TUN wire.
 
     ``host_addr`` is on our side (servers listen there and offer it as ICE candidate),
@@ -319,25 +319,6 @@ class ImpairedNamespace:
             self.close()
             raise
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> ImpairedNamespace:
-        return await asyncio.to_thread(self.__enter__)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.close)
 
     def _link(self) -> None:
         for _ in range(3):

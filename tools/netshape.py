@@ -37,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Self
 
 MTU = 1500
 # tbf counts whole frames: the Ethernet header comes on top of the IP MTU.
@@ -216,7 +217,39 @@ def _tbf_args(rate_bps: int, queue_ms: int) -> list[str]:
     return ["tbf", "rate", f"{rate_bps}bit", "burst", str(burst), "limit", str(limit)]
 
 
-class CappedNamespace:
+class NamespaceContext:
+    """Sync and async ``with`` around a namespace's ``__enter__`` and ``close``.
+
+    The async forms run them in a thread: creating links and holders waits on ``ip``.
+    """
+
+    def __enter__(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.__enter__)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
+
+class CappedNamespace(NamespaceContext):
     """A network namespace linked to ours by a veth pair whose directions can be rate-capped.
 
     ``host_addr`` is on our side (servers listen there), ``peer_addr`` inside the namespace.
@@ -271,25 +304,6 @@ class CappedNamespace:
             self.close()
             raise
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> CappedNamespace:
-        return await asyncio.to_thread(self.__enter__)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.close)
 
     def _start_holder(self) -> None:
         self._holder = start_holder()
