@@ -25,6 +25,8 @@ RECEIVER_PRIVATE = [
     "__rtcp_task",
     "__active_ssrc",
     "__jitter_buffer",  # tap_jitter_buffer (QA clients)
+    "__nack_generator",  # missing_packets, send_nack (QA clients)
+    "__rtx_ssrc",
 ]
 
 
@@ -39,6 +41,7 @@ async def test_private_attributes_the_adapter_uses_still_exist() -> None:
         receiver = transceiver.receiver
         for name in RECEIVER_PRIVATE:
             assert hasattr(receiver, f"_RTCRtpReceiver{name}"), name
+        assert callable(receiver._send_rtcp_nack)  # send_nack (QA clients)
         assert isinstance(receiver, RTCRtpReceiver)
         sender = transceiver.sender
         assert isinstance(sender, RTCRtpSender)

@@ -329,3 +329,23 @@ def test_analyse_and_write_report(tmp_path: Path) -> None:
     text = format_summary(report)
     assert "lossy-5 / NACK+RTX on" in text and "lossy-5 / NACK+RTX off" in text
     assert "FAIL freeze time: bedside→attending (uplink)" in text
+
+
+# ----------------------------------------------------------------------------- client NACK retries
+
+
+def test_nack_retry_asks_again_every_interval_up_to_ten_times() -> None:
+    from tools.qa_participant import NackRetry
+
+    retry = NackRetry(interval_ms=100, max_tries=10)
+    assert retry.due({5, 6}, 0) == []  # aiortc NACKed them when the hole appeared
+    assert retry.due({5, 6}, 99) == []
+    assert retry.due({5, 6}, 100) == [5, 6]
+    assert retry.due({6}, 250) == [6]  # 5 was repaired
+    asked = [t for t in range(300, 3000, 50) if retry.due({6}, t)]
+    assert len(asked) == 7  # 1 by aiortc + 2 above + 7 = 10 in all
+    assert retry.sent == 10
+    assert retry.due({6, 7}, 5000) == []  # 6 gave up; 7 is new
+    assert retry.due({7}, 5100) == [7]
+    assert retry.due(set(), 5150) == []  # 7 repaired: forgotten
+    assert retry.due({7}, 5200) == [] and retry.due({7}, 5300) == [7]  # a fresh hole again

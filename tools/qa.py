@@ -153,6 +153,7 @@ class RunConfig:
     warmup_s: float
     out_dir: Path
     red: int = 0
+    renack: bool = True
     progress: bool = True
     targets: Targets = field(default_factory=Targets)
 
@@ -171,6 +172,8 @@ async def _start_participant(
     argv += ["--out", str(out_file), "--max-seconds", str(config.duration_s + 300)]
     if config.red:
         argv += ["--red", str(config.red)]
+    if not config.renack:
+        argv += ["--no-renack"]
     if impaired:
         argv = ns.command(argv)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSILIUM_")}
@@ -361,6 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--red", type=int, default=0, choices=(0, 1, 2), help="clients' audio RED distance"
     )
+    parser.add_argument(
+        "--stock-aiortc-nack",
+        action="store_true",
+        help="clients NACK each hole once (aiortc's default) instead of retrying like browsers",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--list-profiles", action="store_true")
     args = parser.parse_args(argv)
@@ -393,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup_s=args.warmup,
             out_dir=out_dir,
             red=args.red,
+            renack=not args.stock_aiortc_nack,
             progress=not args.no_progress,
         )
         for profile in profiles
@@ -403,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in ("profile", "duration", "participants", "impaired", "compare_nack", "size")
     }
     meta.update(fps=args.fps, seed=args.seed, red=args.red)
+    meta["client_renack"] = not args.stock_aiortc_nack
     report = asyncio.run(run_all(configs, out_dir, meta))
     written = write_report(report, out_dir)
     print(format_summary(report))

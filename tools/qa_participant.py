@@ -47,6 +47,36 @@ from tools.qa_metrics import psnr_db
 from tools.synthetic_client import RemoteMedia, SyntheticParticipant
 
 STATUS_INTERVAL_S = 1.0
+RENACK_TICK_S = 0.05
+
+
+class NackRetry:
+    """Browser-like NACK retries for a stock aiortc receiver (pure: fed ``now_ms``).
+
+    aiortc NACKs a hole once, when it appears. Chromium asks again every round trip, up to
+    10 times per packet; this does the same with a fixed interval (no RTT estimate here).
+    """
+
+    def __init__(self, interval_ms: int = 100, max_tries: int = 10) -> None:
+        self.interval_ms = interval_ms
+        self.max_tries = max_tries
+        self.sent = 0
+        # seq -> (NACKs so far, time of the last one); aiortc's own counts as the first
+        self._state: dict[int, tuple[int, int]] = {}
+
+    def due(self, missing: set[int], now_ms: int) -> list[int]:
+        """Which of the still-missing packets to NACK again now."""
+        for seq in [s for s in self._state if s not in missing]:
+            del self._state[seq]  # repaired, or aiortc stopped tracking it
+        out: list[int] = []
+        for seq in missing:
+            tries, last = self._state.get(seq, (1, now_ms))
+            if tries < self.max_tries and now_ms - last >= self.interval_ms:
+                tries, last = tries + 1, now_ms
+                out.append(seq)
+            self._state[seq] = (tries, last)
+        self.sent += len(out)
+        return sorted(out)
 
 
 def _y_plane(frame: VideoFrame) -> npt.NDArray[Any]:
@@ -59,7 +89,7 @@ def _y_plane(frame: VideoFrame) -> npt.NDArray[Any]:
 class QaParticipant(SyntheticParticipant):
     """A synthetic participant that keeps every measurement (not just the last 200)."""
 
-    def __init__(self, base_url: str, **kwargs: Any) -> None:
+    def __init__(self, base_url: str, *, renack: bool = True, **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
         # sender name -> rows: [recv_ms, counter|None, latency_ms|None, psnr_db|None]
         self.video_log: dict[str, list[list[Any]]] = {}
@@ -69,6 +99,8 @@ class QaParticipant(SyntheticParticipant):
         # (after RED recovery): what a browser's jitter buffer would get
         self.audio_rtp_log: dict[str, list[list[int]]] = {}
         self._backgrounds: dict[str, npt.NDArray[np.uint8]] = {}
+        self.renack = renack
+        self._retries: dict[int, NackRetry] = {}  # id(receiver) -> policy
 
     def _new_pc(self) -> RTCPeerConnection:
         pc = super()._new_pc()
@@ -82,6 +114,27 @@ class QaParticipant(SyntheticParticipant):
                     )
 
         return pc
+
+    async def renack_loop(self) -> None:
+        """Ask again for video packets that are still missing (see NackRetry)."""
+        while True:
+            await asyncio.sleep(RENACK_TICK_S)
+            pc = self.subscribe_pc
+            if pc is None or not self.renack:
+                continue
+            now = now_ms()
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind != "video":
+                    continue
+                receiver = transceiver.receiver
+                retry = self._retries.setdefault(id(receiver), NackRetry())
+                due = retry.due(aiortc_adapter.missing_packets(receiver), now)
+                if due:
+                    with contextlib.suppress(ConnectionError):
+                        await aiortc_adapter.send_nack(receiver, due)
+
+    def renacks_sent(self) -> int:
+        return sum(r.sent for r in self._retries.values())
 
     def _on_audio_rtp(self, transceiver: RTCRtpTransceiver, seq: int, timestamp: int) -> None:
         pid = self._mid_to_participant.get(transceiver.mid or "")
@@ -133,6 +186,7 @@ class QaParticipant(SyntheticParticipant):
             "publish": self.publish_pc.connectionState if self.publish_pc else "none",
             "subscribe": self.subscribe_pc.connectionState if self.subscribe_pc else "none",
             "ws": self.connected,
+            "renacks": self.renacks_sent(),
         }
 
 
@@ -175,6 +229,7 @@ async def run(args: argparse.Namespace) -> int:
         video_size=_parse_size(args.size),
         fps=args.fps,
         ice_servers=[],  # never aiortc's default public STUN server
+        renack=not args.no_renack,
         **({"red_distance": args.red} if args.red else {}),
     )
     result: dict[str, Any] = {
@@ -186,6 +241,7 @@ async def run(args: argparse.Namespace) -> int:
         "timeline": [],
     }
     status_task: asyncio.Task[None] | None = None
+    renack_task: asyncio.Task[None] | None = None
 
     async def report_status() -> None:
         while True:
@@ -202,15 +258,17 @@ async def run(args: argparse.Namespace) -> int:
         result["joined_ms"] = now_ms()
         _emit({"event": "joined", "identity": participant.identity, "t": result["joined_ms"]})
         status_task = asyncio.create_task(report_status())
+        renack_task = asyncio.create_task(participant.renack_loop())
         await _wait_for_stop(args.max_seconds)
     except Exception as exc:  # reported to the orchestrator in the result file
         result["error"] = repr(exc)
         _emit({"event": "error", "error": repr(exc)})
     finally:
-        if status_task is not None:
-            status_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await status_task
+        for task in (status_task, renack_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         result["timeline"].append(
             [now_ms(), *(participant.status()[k] for k in ("publish", "subscribe", "ws", "cpu_s"))]
         )
@@ -220,6 +278,7 @@ async def run(args: argparse.Namespace) -> int:
             "audio": participant.audio_track.frames_sent if participant.audio_track else 0,
         }
         result["negotiation_failures"] = participant.negotiation_failures
+        result["renacks_sent"] = participant.renacks_sent()
         result["server_errors"] = participant.errors
         result["video"] = participant.video_log
         result["audio"] = participant.audio_log
@@ -241,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--ice-host", action="append", default=[], help="ICE host address")
     parser.add_argument("--red", type=int, default=0, help="audio RED distance (0: plain Opus)")
+    parser.add_argument(
+        "--no-renack", action="store_true", help="stock aiortc: NACK each hole only once"
+    )
     parser.add_argument("--max-seconds", type=float, default=900.0)
     parser.add_argument("--out", required=True, help="result JSON file")
     args = parser.parse_args(argv)

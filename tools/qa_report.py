@@ -120,6 +120,7 @@ def analyse_run(
                 "cpu_percent": _cpu_percent(p, start_ms, end_ms),
                 "frames_sent": p.get("frames_sent", {}),
                 "red": p.get("red"),
+                "renacks_sent": p.get("renacks_sent"),
             }
             for p in participants
         ],

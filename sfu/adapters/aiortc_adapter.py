@@ -341,6 +341,26 @@ def tap_jitter_buffer(receiver: RTCRtpReceiver, callback: Callable[[int, int], N
     buffer.add = add
 
 
+def missing_packets(receiver: RTCRtpReceiver) -> set[int]:
+    """Sequence numbers a stock video receiver still misses (its NACK generator's list)."""
+    generator = receiver._RTCRtpReceiver__nack_generator
+    return set(generator.missing) if generator is not None else set()
+
+
+async def send_nack(receiver: RTCRtpReceiver, sequence_numbers: Iterable[int]) -> None:
+    """NACK these packets of a stock receiver's media stream (again), for QA clients.
+
+    aiortc NACKs a hole once, when it appears; browsers ask again every round trip. Without
+    retries one lost retransmission stalls aiortc's video jitter buffer for ~512 packets.
+    """
+    wanted = sorted(sequence_numbers)
+    rtx: dict[int, int] = receiver._RTCRtpReceiver__rtx_ssrc
+    active: dict[int, Any] = receiver._RTCRtpReceiver__active_ssrc
+    media = [ssrc for ssrc in active if ssrc not in rtx]
+    if wanted and media:
+        await receiver._send_rtcp_nack(max(media, key=lambda s: active[s]), wanted)
+
+
 @dataclass(frozen=True)
 class IceServer:
     urls: list[str]
