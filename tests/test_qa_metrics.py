@@ -246,7 +246,7 @@ def _path(
     video = summarize_video(_frames(0, 10), 0, 1000, 15)
     video = type(video)(**{**video.as_dict(), "freeze_percent": freeze_percent})
     video = type(video)(**{**video.as_dict(), "corrupt_frames": corrupt, "longest_gap_ms": gap})
-    audio = AudioSummary(100, 100, loss, hole, 20, 0)
+    audio = AudioSummary(100, 100, loss, hole, 20)
     return PathResult("bedside", "attending", cls, video, audio)
 
 

@@ -350,7 +350,6 @@ class AudioSummary:
     loss_percent: float
     longest_gap_ms: int  # longest run of missing 20 ms frames, in ms of audio
     longest_stall_ms: int  # longest time without any audio frame arriving (playout stall)
-    recovered_frames: int  # frames restored by RED (0 without it)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -370,13 +369,13 @@ def _audio_frames(samples: Iterable[AudioSample]) -> list[tuple[int, int]]:
     return sorted(seen.items())
 
 
-def summarize_audio(
-    samples: Iterable[AudioSample], start_ms: int, end_ms: int, recovered_frames: int = 0
-) -> AudioSummary:
+def summarize_audio(samples: Iterable[AudioSample], start_ms: int, end_ms: int) -> AudioSummary:
+    """Loss and holes of one audio stream in the window (RED counters are per connection: see
+    the participant's ``red`` in the report)."""
     every = list(samples)
     frames = [(i, t) for i, t in _audio_frames(every) if start_ms <= t < end_ms]
     if not frames:
-        return AudioSummary(0, 0, 100.0, end_ms - start_ms, end_ms - start_ms, recovered_frames)
+        return AudioSummary(0, 0, 100.0, end_ms - start_ms, end_ms - start_ms)
     indices = [i for i, _ in frames]
     expected = indices[-1] - indices[0] + 1
     gap = max((b - a - 1 for a, b in zip(indices, indices[1:], strict=False)), default=0)
@@ -386,7 +385,6 @@ def summarize_audio(
         loss_percent=round(100 * (expected - len(frames)) / expected, 3),
         longest_gap_ms=gap * AUDIO_FRAME_MS,
         longest_stall_ms=longest_gap_ms([t for _, t in frames], start_ms, end_ms),
-        recovered_frames=recovered_frames,
     )
 
 

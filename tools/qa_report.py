@@ -196,6 +196,9 @@ def format_summary(report: dict[str, Any]) -> str:
             head += f", client CPU {min(cpus):.0f}-{max(cpus):.0f} %"
         if run.get("machine_cpu_busy_percent") is not None:
             head += f", machine busy {run['machine_cpu_busy_percent']:.0f} %"
+        red = [p["red"] for p in run["participants"] if p.get("red")]
+        if red:
+            head += f", RED recovered {sum(r.get('recovered', 0) for r in red)} audio frames"
         blocks.append(head + ")")
         blocks.append(_table(SUMMARY_COLUMNS, [_path_row(p) for p in run["paths"]]))
         failed = [v for v in run["verdicts"] if not v["passed"]]
@@ -213,7 +216,7 @@ def format_summary(report: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- plots
 
 _PLOT_ROWS = (
-    ("latency (ms): p50 solid, p95 dashed", "latency"),
+    ("latency (ms, log): p50 solid, p95 dashed", "latency"),
     ("frames per second", "fps"),
     ("frozen ms per second", "frozen_ms"),
     ("PSNR (dB, mean per second)", "psnr_mean_db"),
@@ -255,6 +258,7 @@ def plot_profile(runs: Sequence[dict[str, Any]], path: Path) -> None:
             axes[2][col].step(t, _nan(v["frozen_ms"]), color=colour, where="post")
             axes[3][col].plot(t, _nan(v["psnr_mean_db"]), color=colour)
             axes[4][col].plot(a["t_s"], _nan(a["loss_percent"]), color=colour)
+        axes[0][col].set_yscale("log")  # 70 ms and 30 s backlogs on one axis
         axes[3][col].axhline(CORRUPT_PSNR_DB, color="red", linewidth=0.8, linestyle=":")
         axes[-1][col].set_xlabel("seconds into the measured window")
         for row, (label, _) in enumerate(_PLOT_ROWS):
