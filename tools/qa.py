@@ -260,7 +260,7 @@ async def run_once(config: RunConfig) -> dict[str, Any]:
                 unit="s",
                 disable=not config.progress,
                 file=sys.stderr,
-                bar_format="{desc}: {bar} {n_fmt}/{total_fmt} s {postfix}",
+                bar_format="{desc}: {bar} {n_fmt}/{total_fmt} s{postfix}",
             )
             end_at = start_ms + round(config.duration_s * 1000)
             with bar:
