@@ -41,6 +41,7 @@ class DownlinkTransport(Protocol):
         twcc_id: int | None,
         probe_cluster: int | None,
         audio: bool,
+        abs_send_time_id: int | None = None,
     ) -> bool: ...
 
     def on_remb(self, bitrate_bps: int) -> None: ...
@@ -176,7 +177,8 @@ class Consumer:
             self._cache.store(
                 decision.sequence_number, header.marker, decision.timestamp, payload, now_ms
             )
-        await self._send(out, decision.timestamp, len(payload), twcc_id, None)
+        abs_id = self.sender.extension_ids.get(URI_ABS_SEND_TIME)
+        await self._send(out, decision.timestamp, len(payload), twcc_id, None, abs_id)
 
     async def _send(
         self,
@@ -185,12 +187,20 @@ class Consumer:
         payload_size: int,
         twcc_id: int | None,
         probe_cluster: int | None,
+        abs_send_time_id: int | None = None,
     ) -> bool:
         if self.transport is None:
             return await self.sender.send_rtp(packet, timestamp, payload_size)
         audio = self.producer.kind is MediaKind.AUDIO
         return await self.transport.send(
-            self.sender, packet, timestamp, payload_size, twcc_id, probe_cluster, audio
+            self.sender,
+            packet,
+            timestamp,
+            payload_size,
+            twcc_id,
+            probe_cluster,
+            audio,
+            abs_send_time_id,
         )
 
     def _transport_extension(self) -> tuple[list[tuple[int, bytes]], int | None]:
@@ -228,6 +238,11 @@ class Consumer:
         if codec is None or codec.rtx_payload_type is None:
             return None
         extensions, twcc_id = self._transport_extension()
+        # The MID lets a bundled receiver route it: with several video m-lines the RTX payload
+        # type alone is ambiguous, and an unroutable retransmission repairs nothing.
+        mid_id = self.sender.extension_ids.get(URI_MID)
+        if mid_id is not None and self.sender.mid:
+            extensions.append((mid_id, self.sender.mid.encode()))
         packet = build_rtp_packet(
             payload_type=codec.rtx_payload_type,
             marker=marker,

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass
 
-from media.rtp import overwrite_extension
+from media.rtp import abs_send_time_value, overwrite_extension
 from sfu.adapters.aiortc_adapter import ForwardingSender
 from sfu.bwe import DownlinkEstimator, ProbeCluster
 from sfu.clock import now_ms
@@ -51,6 +51,7 @@ class _Outgoing:
     payload_size: int
     twcc_id: int | None
     probe_cluster: int | None
+    abs_send_time_id: int | None
 
 
 def _lowest_layers_bps(demands: Iterable[TrackDemand]) -> int:
@@ -102,9 +103,12 @@ class Downlink:
         twcc_id: int | None,
         probe_cluster: int | None,
         audio: bool,
+        abs_send_time_id: int | None = None,
     ) -> bool:
         """Send now, or queue behind the pacer (video only: audio is small and never waits)."""
-        item = _Outgoing(sender, packet, timestamp, payload_size, twcc_id, probe_cluster)
+        item = _Outgoing(
+            sender, packet, timestamp, payload_size, twcc_id, probe_cluster, abs_send_time_id
+        )
         now = now_ms()
         if audio or (not self._queue and self.pacer.delay_ms(now) == 0):
             return await self._transmit(item, now, delayed=False)
@@ -122,13 +126,17 @@ class Downlink:
     async def _transmit(self, item: _Outgoing, now: int, delayed: bool) -> bool:
         packet = item.packet
         sequence: int | None = None
-        if item.twcc_id is not None:
-            sequence = self.history.next_sequence()
+        # Send-time fields are written as the packet leaves: time spent in our pacer is not
+        # network delay, and a receiver-side estimator (REMB) must not read it as such.
+        if item.twcc_id is not None or item.abs_send_time_id is not None:
             stamped = bytearray(packet)
-            if overwrite_extension(stamped, item.twcc_id, sequence.to_bytes(2, "big")):
-                packet = bytes(stamped)
-            else:
-                sequence = None
+            if item.twcc_id is not None:
+                sequence = self.history.next_sequence()
+                if not overwrite_extension(stamped, item.twcc_id, sequence.to_bytes(2, "big")):
+                    sequence = None
+            if item.abs_send_time_id is not None:
+                overwrite_extension(stamped, item.abs_send_time_id, abs_send_time_value(now))
+            packet = bytes(stamped)
         if not await item.sender.send_rtp(packet, item.timestamp, item.payload_size):
             return False
         self.pacer.on_sent(len(packet), now, delayed)
@@ -213,7 +221,6 @@ class Downlink:
         )
 
     def allocate(self, now: int) -> AllocationResult:
-        self.pacer.set_estimate(self.available_bps(now), self._queued_bytes)
         consumers = [c for c in self._consumers() if not c.closed]
         speaker = self._dominant_speaker()
         demands = [self._demand(c, now, speaker) for c in consumers]
@@ -224,6 +231,7 @@ class Downlink:
             # (With the allocator's upgrade headroom, so that a paused video can come back.)
             budget = max(budget, int(_lowest_layers_bps(demands) * REMB_FLOOR_HEADROOM))
         result = self.allocator.allocate(budget, demands, now)
+        self.pacer.set_estimate(self.available_bps(now), self._queued_bytes, result.allocated_bps)
         by_id = {a.producer_id: a for a in result.allocations}
         for consumer in consumers:
             allocation = by_id.get(consumer.producer.id)

@@ -32,10 +32,19 @@ class Pacer:
     def rate_bps(self) -> int:
         return self._rate_bps
 
-    def set_estimate(self, estimate_bps: int, queued_bytes: int = 0) -> None:
-        """Pace at PACING_FACTOR x the estimate, faster if a backlog would wait too long."""
+    def set_estimate(
+        self, estimate_bps: int, queued_bytes: int = 0, allocated_bps: int = 0
+    ) -> None:
+        """Pace at PACING_FACTOR x the estimate, faster if a backlog would wait too long.
+
+        Never below PACING_FACTOR x what the allocator decided to send: the allocator is what
+        limits the rate; a pacer slower than that only builds a standing queue (latency, and
+        no room for retransmissions). It matters when the estimate is a receiver's REMB,
+        which follows what arrives, so a slow pacer would keep it low for good.
+        """
         drain = queued_bytes * 8000 / MAX_QUEUE_MS
-        self._rate_bps = max(int(PACING_FACTOR * estimate_bps), int(drain), 1)
+        floor = PACING_FACTOR * allocated_bps
+        self._rate_bps = max(int(PACING_FACTOR * estimate_bps), int(floor), int(drain), 1)
 
     def _burst_bytes(self) -> float:
         return max(self._rate_bps * BURST_MS / 8000, MIN_BURST_BYTES)

@@ -62,3 +62,13 @@ def test_counters() -> None:
     pacer.on_sent(100, 0)
     pacer.on_sent(100, 1, delayed=True)
     assert (pacer.sent_immediately, pacer.sent_delayed) == (1, 1)
+
+
+def test_never_paces_below_what_the_allocator_sends() -> None:
+    # A REMB of 100 kbit/s while 500 kbit/s of video is allocated (a receiver estimate that
+    # follows what arrives): pacing at 2.5 x REMB would queue and keep the REMB low.
+    pacer = Pacer(1_000_000)
+    pacer.set_estimate(100_000, allocated_bps=500_000)
+    assert pacer.rate_bps == 1_250_000
+    pacer.set_estimate(2_000_000, allocated_bps=500_000)
+    assert pacer.rate_bps == 5_000_000

@@ -234,3 +234,31 @@ async def test_probes_fall_back_to_padding_when_nothing_was_sent_lately(server) 
     finally:
         await alice.leave()
         await bob.leave()
+
+
+async def test_aiortc_clients_route_retransmissions_of_every_bundled_video(server) -> None:
+    """Two remote videos share one RTX payload type; each RTX SSRC must reach its receiver."""
+    people = [SyntheticParticipant(server.url, room="rtx", name=n) for n in ("A", "B", "C")]
+    try:
+        for p in people:
+            await p.join()
+        for p in people:
+            for other in people:
+                if other is not p:
+                    await p.wait_for(
+                        lambda p=p, o=other: _counters_advance(p, o.identity), timeout=60
+                    )
+        a = people[0]
+        assert a.subscribe_pc is not None
+        video = [t.receiver for t in a.subscribe_pc.getTransceivers() if t.kind == "video"]
+        assert len(video) == 2
+        session = server.sfu.rooms["rtx"].sessions[a.identity]
+        rtx_ssrcs = {
+            c.sender.rtx_ssrc for c in session.consumers.values() if c.kind.value == "video"
+        }
+        table = video[0].transport._rtp_router.ssrc_table
+        assert rtx_ssrcs <= set(table)
+        assert {table[s] for s in rtx_ssrcs} == set(video)
+    finally:
+        for p in people:
+            await p.leave()

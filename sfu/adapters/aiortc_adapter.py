@@ -283,6 +283,30 @@ def allow_red(pc: RTCPeerConnection) -> None:
     pc.setRemoteDescription = set_remote_description  # type: ignore[method-assign,assignment]
 
 
+# --------------------------------------------------------------------------- stock receivers
+
+
+_stock_receiver_receive = RTCRtpReceiver.receive
+
+
+async def _receive_and_route_rtx(self: RTCRtpReceiver, parameters: RTCRtpReceiveParameters) -> None:
+    """Stock ``receive``, then route the stream's RTX SSRCs to this receiver.
+
+    aiortc's bundle router knows media SSRCs only and falls back to the payload type, so
+    with two video m-lines (one per remote participant) sharing an RTX payload type every
+    retransmission is discarded and a lost packet stalls that video for good. Browsers route
+    by SSRC group; this makes our aiortc clients (tests, QA tool) do the same.
+    """
+    await _stock_receiver_receive(self, parameters)
+    router = self.transport._rtp_router
+    for encoding in parameters.encodings:
+        if encoding.rtx is not None:
+            router.ssrc_table[encoding.rtx.ssrc] = self
+
+
+RTCRtpReceiver.receive = _receive_and_route_rtx  # type: ignore[method-assign]
+
+
 # --------------------------------------------------------------------------- ICE configuration
 
 _ice_hosts: list[str] | None = None
