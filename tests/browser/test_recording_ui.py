@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.webrtc]
@@ -61,7 +63,23 @@ async def test_host_records_and_everyone_sees_the_badge(
     width = await host.evaluate("() => [document.documentElement.scrollWidth, innerWidth]")
     assert width[0] <= width[1], width
 
+    # Let the recording run long enough for keyframes and a few seconds of media.
+    published = await other.evaluate("() => window.consilium.publishedLayers")
+    camera_width = await other.evaluate("() => document.getElementById('self-video').videoWidth")
+    await asyncio.sleep(5)
     await host.click("#btn-rec")
     await _badge(host, False)
     await _badge(other, False)
     assert list((tmp_path / "rec").glob("audit.jsonl"))
+
+    # The bedside page publishes its camera as simulcast; the recorder keeps the top layer (the
+    # camera's full size) and writes it without re-encoding: a WebM whose VP8 decodes.
+    assert len(published) >= 2, published
+    identity = await other.evaluate("() => window.consilium.self.id")
+    [recording] = list((tmp_path / "rec").glob(f"recui/*/{identity}.webm"))
+    with av.open(str(recording)) as container:
+        [video] = container.streams.video
+        assert video.codec_context.name == "vp8"
+        frames = [f for f in container.decode(video)]
+    assert len(frames) >= 30, len(frames)  # ~5 s at up to 30 fps, from a keyframe on
+    assert max(f.width for f in frames) == camera_width, {(f.width, f.height) for f in frames}
