@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,22 @@ async def _badge(page: Any, visible: bool) -> None:
     )
 
 
+async def _all_layers_arriving(stats_url: str, timeout_s: float = 40) -> None:
+    def layers() -> list[int]:
+        with urllib.request.urlopen(stats_url, timeout=5) as response:
+            stats = json.load(response)
+        video = [p for p in stats["producers"] if p["kind"] == "video"]
+        return list(video[0]["layerBitrates"]) if video else []
+
+    bitrates: list[int] = []
+    for _ in range(int(timeout_s * 2)):
+        bitrates = await asyncio.to_thread(layers)
+        if len(bitrates) >= 2 and all(bitrates):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"not every simulcast layer arrived: {bitrates}")
+
+
 async def test_host_records_and_everyone_sees_the_badge(
     browser: Any, server_factory: Any, tmp_path: Path
 ) -> None:
@@ -47,6 +65,10 @@ async def test_host_records_and_everyone_sees_the_badge(
     assert await host.is_visible("#btn-rec")
     assert not await other.is_visible("#btn-rec")  # not the host: no button
     assert not await host.is_visible("#rec-badge")
+    # Start once every simulcast layer of the bedside camera arrives, so the recorder (which
+    # takes the top arriving layer) has the full size to take.
+    identity = await other.evaluate("() => window.consilium.self.id")
+    await _all_layers_arriving(f"{server.base_url}/api/rooms/recui/participants/{identity}/stats")
 
     await host.click("#btn-rec")
     await _badge(host, True)
@@ -75,7 +97,6 @@ async def test_host_records_and_everyone_sees_the_badge(
     # The bedside page publishes its camera as simulcast; the recorder keeps the top layer (the
     # camera's full size) and writes it without re-encoding: a WebM whose VP8 decodes.
     assert len(published) >= 2, published
-    identity = await other.evaluate("() => window.consilium.self.id")
     [recording] = list((tmp_path / "rec").glob(f"recui/*/{identity}.webm"))
     with av.open(str(recording)) as container:
         [video] = container.streams.video
