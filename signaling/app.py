@@ -93,8 +93,15 @@ class WsLink:
             await self.ws.close(code=1000, message=reason.encode()[:120])
 
 
+# aiohttp closes a socket whose pong is late by half the heartbeat. At 20 % loss one TCP segment
+# can wait behind several backed-off retransmission timeouts; 10 s dropped a bedside phone from
+# a call whose media was fine (QA, lossy-20); 15 s leaves more room. A dead peer still goes
+# within 45 s.
+WS_HEARTBEAT_S = 30.0
+
+
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(max_msg_size=WS_HARD_LIMIT, heartbeat=20.0)
+    ws = web.WebSocketResponse(max_msg_size=WS_HARD_LIMIT, heartbeat=WS_HEARTBEAT_S)
     await ws.prepare(request)
     app = request.app
     app[SOCKETS].add(ws)

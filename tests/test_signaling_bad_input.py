@@ -919,7 +919,7 @@ async def test_socket_that_never_joins_is_closed(
 
     pinger = asyncio.create_task(keep_pinging()) if chatter == "keeps-pinging" else None
     try:
-        # Generous: many times the 1 s join timeout, still far below the 20 s heartbeat.
+        # Generous: many times the 1 s join timeout, still far below the 30 s heartbeat.
         await client.expect_closed(timeout=15)
     finally:
         if pinger is not None:
