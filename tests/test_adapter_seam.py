@@ -199,3 +199,17 @@ async def test_transport_feedback_is_taken_out_below_aiortcs_rtcp_parser() -> No
     await dtls._handle_rtcp_data(rr + empty_twcc)
     assert adapter._transport_state(dtls).twcc_malformed == 1
     assert passed == [rr, rr]
+
+
+def test_client_opus_bitrate_reaches_aiortcs_encoder() -> None:
+    from aiortc.codecs.opus import OpusEncoder
+
+    assert OpusEncoder().codec.bit_rate == 96000  # aiortc's own default: the seam we patch
+    adapter.set_client_opus_bitrate(32000)
+    try:
+        assert OpusEncoder().codec.bit_rate == 32000
+    finally:
+        adapter.set_client_opus_bitrate(None)
+    assert OpusEncoder().codec.bit_rate == 96000
+    with pytest.raises(ValueError):
+        adapter.set_client_opus_bitrate(1000)

@@ -44,6 +44,7 @@ from aiortc import (
 )
 from aiortc import clock as aiortc_clock
 from aiortc.codecs import CODECS, HEADER_EXTENSIONS, get_capabilities, is_rtx
+from aiortc.codecs.opus import OpusEncoder
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import (
     RTCRtcpFeedback,
@@ -305,6 +306,34 @@ async def _receive_and_route_rtx(self: RTCRtpReceiver, parameters: RTCRtpReceive
 
 
 RTCRtpReceiver.receive = _receive_and_route_rtx  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------- client Opus bitrate
+
+# None: aiortc's own 96 kbit/s (stereo). Browsers send speech at about 32 kbit/s.
+_client_opus_bitrate: int | None = None
+_stock_opus_encoder_init = OpusEncoder.__init__
+
+
+def _opus_encoder_init(self: OpusEncoder) -> None:
+    _stock_opus_encoder_init(self)
+    if _client_opus_bitrate is not None:
+        self.codec.bit_rate = _client_opus_bitrate  # the codec opens on the first frame
+
+
+OpusEncoder.__init__ = _opus_encoder_init  # type: ignore[method-assign]
+
+
+def set_client_opus_bitrate(bps: int | None) -> None:
+    """Opus bitrate for audio our aiortc clients encode from now on (None: aiortc's 96 kbit/s).
+
+    The QA clients send speech like a browser does; at 96 kbit/s, RED with two redundant
+    frames alone would take 400 kbit/s and fill a 3G uplink by itself.
+    """
+    global _client_opus_bitrate
+    if bps is not None and not 6000 <= bps <= 510_000:
+        raise ValueError("Opus bitrates run from 6 to 510 kbit/s")
+    _client_opus_bitrate = bps
 
 
 # --------------------------------------------------------------------------- ICE configuration
