@@ -512,6 +512,7 @@ class Room:
             link=link,
         )
         self.sessions[identity] = session
+        self._audit("participant-joined", identity, role=role)
         others = [s for s in self.sessions.values() if s is not session]
         await _broadcast(others, {"type": "participant-joined", "participant": session.describe()})
         session.subscribe_to(self.live_producers())
@@ -608,6 +609,7 @@ class Room:
             await session.close()
             return
         del self.sessions[session.identity]
+        self._audit("participant-left", session.identity, reason=reason)
         self.speaker.forget(session.identity)
         producers = list(session.producers.values())
         if self.recording is not None:

@@ -48,6 +48,7 @@ from signaling.messages import (
 from signaling.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from signaling.metrics import registry_for
 from signaling.metrics import render as render_metrics
+from signaling.storage.sqlite import SqliteStore
 
 log = logging.getLogger("consilium.signaling")
 
@@ -142,6 +143,9 @@ async def _serve_socket(
         except ProtocolError as exc:
             await link.send(error_message(exc.code, exc.message))
         except TokenError as exc:
+            if session is None and isinstance(parsed, Join):
+                # Who tried is unknown (the token did not verify): the room and why only.
+                app[AUDIT].record("token-refused", parsed.room or "", "unknown", code=exc.code)
             await link.send(error_message(exc.code, exc.message, fatal=True))
             await link.close(exc.code)
             break
@@ -282,6 +286,9 @@ def _authorize(request: web.Request, room_id: str | None = None) -> web.Response
         try:
             grant = request.app[AUTHORITY].verify(header[7:], room=room_id, now_s=_now_s())
         except TokenError as exc:
+            request.app[AUDIT].record(
+                "token-refused", room_id, "unknown", code=exc.code, path=request.path
+            )
             return api_error(401, exc.code, exc.message)
         if grant.can(Permission.ADMIN):
             return None
@@ -465,6 +472,33 @@ async def post_recording(request: web.Request) -> web.Response:
     return web.json_response(_recording_body(room))
 
 
+AUDIT_PAGE_MAX = 500
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    """A room's audit entries after `after` (a seq), oldest first; admins only."""
+    room_id = request.match_info["room"]
+    if (denied := _authorize(request, room_id)) is not None:
+        return denied
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        return api_error(400, "bad-field", "after and limit must be integers")
+    if after < 0 or not 1 <= limit <= AUDIT_PAGE_MAX:
+        return api_error(400, "bad-field", f"after >= 0 and 1 <= limit <= {AUDIT_PAGE_MAX}")
+    store = request.app[AUDIT].store
+    entries = await asyncio.to_thread(store.list_room, room_id, after, limit)
+    return web.json_response(
+        {
+            "room": room_id,
+            "entries": [e.as_dict() for e in entries],
+            # Pass as ?after= for the next page; null when this page was the last.
+            "next": entries[-1].seq if len(entries) == limit else None,
+        }
+    )
+
+
 def _mint(request: web.Request, body: dict[str, Any], status: int = 201) -> web.Response:
     authority = request.app[AUTHORITY]
     room = body.get("room")
@@ -553,7 +587,7 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[security_headers], client_max_size=MAX_MESSAGE_BYTES)
     app[SETTINGS] = settings
-    app[AUDIT] = AuditLog(Path(settings.recordings_dir) / "audit.jsonl")
+    app[AUDIT] = AuditLog(SqliteStore.in_dir(settings.data_dir))
     app[AUTHORITY] = TokenAuthority(
         settings.secret or generate_secret(), default_ttl_s=settings.token_ttl_s
     )
@@ -578,6 +612,7 @@ def create_app(settings: Settings) -> web.Application:
             with contextlib.suppress(Exception):
                 await ws.close(code=1001, message=b"server shutdown")
         await app[SFU].close()
+        app[AUDIT].store.close()
         await asyncio.sleep(0)
 
     app.cleanup_ctx.append(lifetime)
@@ -592,6 +627,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/rooms/{room}/participants", list_participants)
     app.router.add_get("/api/rooms/{room}/recording", get_recording)
     app.router.add_post("/api/rooms/{room}/recording", post_recording)
+    app.router.add_get("/api/rooms/{room}/audit", get_audit)
     app.router.add_get("/api/rooms/{room}/participants/{identity}/stats", participant_stats)
     app.router.add_delete("/api/rooms/{room}/participants/{identity}", remove_participant)
     app.router.add_post("/api/tokens", mint_token)

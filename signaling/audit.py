@@ -1,46 +1,48 @@
-"""Append-only audit trail: one JSON object per line, who did what to which room, and when.
+"""Append-only, tamper-evident audit trail: who did what to which room, and when.
 
 Only identifiers, names of actions and counts go in — never media, never what was said or
-shown. A later issue replaces this with a tamper-evident store behind the same `record()`.
+shown. Entries are hash-chained (signaling.audit_chain) and kept in the SQLite store, so they
+survive restarts and ``consilium audit verify`` can find any edited, removed or moved entry.
 """
 
 from __future__ import annotations
 
-import json
-import threading
+import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from signaling.audit_chain import VerifyResult, verify
+from signaling.storage import AuditRepository
+
+log = logging.getLogger("consilium.audit")
+
+
+def iso_time(seconds: float) -> str:
+    """UTC with milliseconds: ordered text that reads the same everywhere."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{whole}.{int(seconds * 1000) % 1000:03d}Z"
 
 
 class AuditLog:
-    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
-        self.path = Path(path)
+    def __init__(self, store: AuditRepository, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
         self._clock = clock
-        self._lock = threading.Lock()
 
     def record(self, event: str, room: str, actor: str, **details: Any) -> None:
-        """Append one event. The file (and its directory) is created on first use."""
-        now = self._clock()
-        entry = {
-            "ts": round(now, 3),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-            "event": event,
-            "room": room,
-            "actor": actor,
-            **details,
-        }
-        line = json.dumps(entry, separators=(",", ":"), sort_keys=True, default=str) + "\n"
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # O_APPEND: each line lands whole at the end, even with other writers.
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(line)
+        """Append one event. A failing store is logged, never raised into the call."""
+        try:
+            self.store.append(iso_time(self._clock()), event, room, actor, details)
+        except Exception:
+            log.exception("could not write audit event %s for room %s", event, room)
 
-    def entries(self) -> list[dict[str, Any]]:
-        """Everything recorded so far (for tests and the operator)."""
-        if not self.path.exists():
-            return []
-        with self.path.open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+    def entries(self, room: str | None = None) -> list[dict[str, Any]]:
+        """Everything recorded so far, details flattened in (for tests and the operator)."""
+        return [
+            {**e.details, **e.as_dict()}
+            for e in self.store.iter_all()
+            if room is None or e.room == room
+        ]
+
+    def verify(self) -> VerifyResult:
+        return verify(self.store.iter_all())

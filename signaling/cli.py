@@ -1,4 +1,4 @@
-"""``consilium`` command line: ``consilium serve``."""
+"""``consilium`` command line: ``consilium serve`` and ``consilium audit verify``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from signaling.app import create_app
-from signaling.config import Settings, build_parser, settings_from
+from signaling.audit_chain import verify
+from signaling.config import Settings, build_parser, data_dir_from, settings_from
+from signaling.storage.sqlite import SqliteStore
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -39,6 +41,26 @@ async def serve(settings: Settings) -> None:
         await runner.cleanup()
 
 
+def audit_verify(data_dir: str) -> int:
+    """Print OK and the entry count, or the first bad entry and why (exit status 1)."""
+    store = SqliteStore.in_dir(data_dir)
+    if not store.path.exists():
+        print(f"no audit database at {store.path}", file=sys.stderr)
+        return 1
+    try:
+        result = verify(store.iter_all())
+    finally:
+        store.close()
+    if result.ok:
+        print(f"OK: {result.count} audit entries, chain intact ({store.path})")
+        return 0
+    print(
+        f"FAILED at entry {result.first_bad_seq}: {result.reason} "
+        f"({result.count} entries before it are intact; {store.path})"
+    )
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -46,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "audit":
+        return audit_verify(data_dir_from(args))
     try:
         settings = settings_from(args)
     except ValueError as exc:

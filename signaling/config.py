@@ -28,6 +28,8 @@ class Settings:
     bwe_trace_dir: str | None = None
     # Recordings go to <dir>/<room>/<UTC start>/; the audit trail to <dir>/audit.jsonl.
     recordings_dir: str = "recordings"
+    # Embedded database (audit trail): <dir>/consilium.db.
+    data_dir: str = "data"
     # NACK/RTX loss repair on both legs; switched off only to measure what it buys.
     nack: bool = True
 
@@ -100,8 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where recordings and the audit log are written (default ./recordings)",
     )
+    serve.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     serve.add_argument("--log-level", default="INFO")
+    audit = sub.add_parser("audit", help="inspect the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 if broken")
+    verify.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    verify.add_argument("--log-level", default="WARNING")
     return parser
+
+
+DATA_DIR_HELP = "where the embedded database lives (default ./data; env CONSILIUM_DATA_DIR)"
+
+
+def data_dir_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> str:
+    flag = getattr(args, "data_dir", None)
+    return str(flag) if flag else env.get("CONSILIUM_DATA_DIR") or Settings.data_dir
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> Settings:
@@ -132,6 +148,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
     s.recordings_dir = (
         pick(getattr(args, "recordings_dir", None), "RECORDINGS_DIR") or s.recordings_dir
     )
+    s.data_dir = data_dir_from(args, env)
     if getattr(args, "no_nack", None):
         s.nack = False
     elif env.get("CONSILIUM_NACK", "").strip().lower() in ("0", "off", "false", "no"):

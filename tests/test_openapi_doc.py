@@ -25,6 +25,7 @@ CONTRACT_OPERATIONS = {
     ("get", "/api/dev-token"),
     ("get", "/api/rooms/{room}/recording"),
     ("post", "/api/rooms/{room}/recording"),
+    ("get", "/api/rooms/{room}/audit"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 

@@ -34,6 +34,7 @@ PURE_MODULES = [
     "media.red",
     "media.recording",
     "tools.qa_metrics",
+    "signaling.audit_chain",
 ]
 FORBIDDEN = {"asyncio", "aiortc", "aioice", "aiohttp", "av"}
 OUR_PACKAGES = {"media", "sfu", "signaling", "jitter", "tools"}

@@ -56,7 +56,9 @@ async def _all_layers_arriving(stats_url: str, timeout_s: float = 40) -> None:
 async def test_host_records_and_everyone_sees_the_badge(
     browser: Any, server_factory: Any, tmp_path: Path
 ) -> None:
-    server = await server_factory("--recordings-dir", str(tmp_path / "rec"))
+    server = await server_factory(
+        "--recordings-dir", str(tmp_path / "rec"), "--data-dir", str(tmp_path / "data")
+    )
     phone = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
     host = await _open_joined(
         browser, f"{server.base_url}/?room=recui&name=Dr%20Host&role=host", **phone
@@ -92,7 +94,7 @@ async def test_host_records_and_everyone_sees_the_badge(
     await host.click("#btn-rec")
     await _badge(host, False)
     await _badge(other, False)
-    assert list((tmp_path / "rec").glob("audit.jsonl"))
+    assert (tmp_path / "data" / "consilium.db").exists()
 
     # The bedside page publishes its camera as simulcast; the recorder keeps the top layer (the
     # camera's full size) and writes it without re-encoding: a WebM whose VP8 decodes.
