@@ -66,6 +66,8 @@ class Producer:
         self.red_packets = 0  # audio that arrived as RED (RFC 2198)
         self.keyframes_seen = 0
         self.unrepairable = 0  # packets lost on the publisher leg for good
+        # Muted by the host: nothing reaches subscribers until the owner unmutes.
+        self.paused = False
         self._pli_tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -128,6 +130,8 @@ class Producer:
                 self._send_pli(layer)
         for sink in tuple(self.sinks):
             sink.on_packet(packet, data, arrival_ms)
+        if self.paused:
+            return
         for consumer in tuple(self.consumers):
             await consumer.forward(packet, data, arrival_ms, red)
 

@@ -95,6 +95,7 @@ class Session:
         self.joined_at = time.time()
         self.audio_muted = False
         self.video_muted = False
+        self.muted_by_host = False
         self.publisher_pc: RTCPeerConnection | None = None
         self.subscriber_pc: RTCPeerConnection | None = None
         self.producers: dict[str, Producer] = {}
@@ -467,6 +468,7 @@ class Room:
         self.speaker = ActiveSpeakerDetector()
         self.recording: Recording | None = None
         self.last_recording: Recording | None = None  # the stopped one, for its file list
+        self.removed_identities: set[str] = set()  # removed by the host: no rejoin
 
     def dominant_speaker(self) -> str | None:
         return self.speaker.dominant(now_ms())
@@ -492,6 +494,8 @@ class Room:
         can_subscribe: bool,
         link: SessionLink,
     ) -> Session:
+        if identity in self.removed_identities:
+            raise SfuError("forbidden", "the host removed you from this consultation")
         previous = self.sessions.get(identity)
         if previous is None and len(self.sessions) >= self.max_participants:
             raise SfuError(
@@ -573,6 +577,10 @@ class Room:
     # ------------------------------------------------------------------ publishers
 
     async def on_producers_added(self, owner: Session, producers: list[Producer]) -> None:
+        if owner.muted_by_host:
+            for producer in producers:
+                if producer.kind is MediaKind.AUDIO:
+                    producer.paused = True
         if self.recording is not None:
             now = now_ms()
             for producer in producers:
@@ -588,12 +596,37 @@ class Room:
     async def set_muted(self, session: Session, kind: str, muted: bool) -> None:
         if kind == "audio":
             session.audio_muted = muted
+            if not muted:
+                # Unmuting oneself lifts a host mute too (the host cannot force silence).
+                session.muted_by_host = False
+                for producer in session.producers.values():
+                    if producer.kind is MediaKind.AUDIO:
+                        producer.paused = False
         else:
             session.video_muted = muted
         await _broadcast(
             list(self.sessions.values()),
             {"type": "participant-updated", "participant": session.describe()},
         )
+
+    # ------------------------------------------------------------------ host controls
+
+    async def mute_by_host(self, session: Session, actor: str) -> None:
+        """Stop forwarding the participant's audio to everyone and tell them why."""
+        session.muted_by_host = True
+        for producer in session.producers.values():
+            if producer.kind is MediaKind.AUDIO:
+                producer.paused = True
+        self._audit("participant-muted", actor, target=session.identity)
+        with contextlib.suppress(Exception):
+            await session.link.send({"type": "muted-by-host", "kind": "audio"})
+        await self.set_muted(session, "audio", True)
+
+    async def remove_by_host(self, session: Session, actor: str) -> None:
+        """Disconnect the participant; the same identity may not rejoin while the room lives."""
+        self.removed_identities.add(session.identity)
+        self._audit("participant-removed", actor, target=session.identity)
+        await self.remove(session, "removed-by-host", notify_reason="removed-by-host")
 
     async def remove(
         self,
@@ -655,6 +688,8 @@ class Sfu:
         self.settings = settings
         self.rooms: dict[str, Room] = {}
         self._explicit_rooms: set[str] = set()
+        # Ended by a host: joining or re-creating them is refused for this process's lifetime.
+        self.ended_rooms: set[str] = set()
 
     def new_peer_connection(self) -> RTCPeerConnection:
         return new_peer_connection(self.settings.ice_servers)
@@ -663,6 +698,7 @@ class Sfu:
         return room.id in self._explicit_rooms
 
     def create_room(self, room_id: str, max_participants: int | None = None) -> Room:
+        self._refuse_ended(room_id)
         if room_id in self.rooms:
             raise SfuError("room-exists", f"room {room_id} already exists")
         room = Room(self, room_id, max_participants or self.settings.max_participants)
@@ -670,7 +706,12 @@ class Sfu:
         self._explicit_rooms.add(room_id)
         return room
 
+    def _refuse_ended(self, room_id: str) -> None:
+        if room_id in self.ended_rooms:
+            raise SfuError("room-ended", f"the consultation in room {room_id} has ended")
+
     def room_for_join(self, room_id: str) -> Room:
+        self._refuse_ended(room_id)
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = Room(self, room_id, self.settings.max_participants)
@@ -686,6 +727,13 @@ class Sfu:
         await room.stop_recording("system", reason)
         self.rooms.pop(room_id, None)
         return True
+
+    async def end_consultation(self, room: Room, actor: str) -> None:
+        """Tell everyone, disconnect them, close the room and refuse later joins."""
+        self.ended_rooms.add(room.id)
+        room._audit("consultation-ended", actor, participants=sorted(room.sessions))
+        await _broadcast(list(room.sessions.values()), {"type": "consultation-ended", "by": actor})
+        await self.close_room(room.id, "consultation-ended")
 
     def participant_count(self) -> int:
         return sum(len(r.sessions) for r in self.rooms.values())

@@ -31,12 +31,15 @@ from signaling.config import Settings
 from signaling.messages import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
+    EndConsultation,
     Join,
     Leave,
     Mute,
+    MuteParticipant,
     Ping,
     ProtocolError,
     Publish,
+    RemoveParticipant,
     StartRecording,
     StopRecording,
     SubscribeAnswer,
@@ -237,6 +240,10 @@ async def _handle(session: Session, message: Any, link: WsLink) -> Session | Non
         session.set_viewport(message.tiles)
     elif isinstance(message, (StartRecording, StopRecording)):
         await _recording_by_participant(session, message, link)
+    elif isinstance(message, (RemoveParticipant, MuteParticipant, EndConsultation)):
+        await _host_control(session, message, link)
+        if session.closed:  # the host ended the consultation: their socket is closed too
+            return None
     elif isinstance(message, Leave):
         await session.room.remove(session, "left")
         await link.close("left")
@@ -269,6 +276,40 @@ async def _recording_by_participant(
     if not changed:
         # Already in that state: the asker still learns where things stand.
         await link.send({"type": "recording", **room.recording_state()})
+
+
+HOST_ACTIONS = {
+    RemoveParticipant: "remove-participant",
+    MuteParticipant: "mute-participant",
+    EndConsultation: "end-consultation",
+}
+
+
+async def _host_control(
+    session: Session, message: RemoveParticipant | MuteParticipant | EndConsultation, link: WsLink
+) -> None:
+    room = session.room
+    action = HOST_ACTIONS[type(message)]
+    target_id = None if isinstance(message, EndConsultation) else message.participant_id
+    grant = link.grant
+    if grant is None or not grant.can(Permission.ADMIN):
+        details: dict[str, Any] = {"action": action, "role": session.role}
+        if target_id is not None:
+            details["target"] = target_id
+        room._audit("host-control-refused", session.identity, **details)
+        raise ProtocolError("forbidden", "only the host may remove, mute or end the consultation")
+    if isinstance(message, EndConsultation):
+        await room.sfu.end_consultation(room, session.identity)
+        return
+    target = room.sessions.get(message.participant_id)
+    if target is None:
+        raise ProtocolError("bad-field", "no such participant in this room")
+    if target is session:
+        raise ProtocolError("bad-field", "use leave or mute for yourself")
+    if isinstance(message, RemoveParticipant):
+        await room.remove_by_host(target, session.identity)
+    else:
+        await room.mute_by_host(target, session.identity)
 
 
 # --------------------------------------------------------------------------- REST
@@ -410,7 +451,7 @@ async def remove_participant(request: web.Request) -> web.Response:
     session = room.sessions.get(request.match_info["identity"])
     if session is None:
         return api_error(404, "participant-not-found", "no such participant in this room")
-    await room.remove(session, "removed-by-host", notify_reason="removed-by-host")
+    await room.remove_by_host(session, _api_actor(request))
     return web.Response(status=204)
 
 

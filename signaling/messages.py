@@ -22,12 +22,15 @@ __all__ = [
     "MAX_SUBSCRIBE_MEDIA_SECTIONS",
     "PROTOCOL_VERSION",
     "ClientMessage",
+    "EndConsultation",
     "Join",
     "Leave",
     "Mute",
+    "MuteParticipant",
     "Ping",
     "ProtocolError",
     "Publish",
+    "RemoveParticipant",
     "StartRecording",
     "StopRecording",
     "SubscribeAnswer",
@@ -65,6 +68,7 @@ ERROR_CODES: Final = frozenset(
         "token-wrong-room",
         "forbidden",
         "room-full",
+        "room-ended",
         "bad-sdp",
         "negotiation-failed",
         "internal",
@@ -136,6 +140,25 @@ class StopRecording:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class RemoveParticipant:
+    """Host control: disconnect a participant and refuse their rejoin until the room closes."""
+
+    participant_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MuteParticipant:
+    """Host control: stop forwarding a participant's audio until they unmute themself."""
+
+    participant_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndConsultation:
+    pass
+
+
 ClientMessage: TypeAlias = (
     Join
     | Publish
@@ -146,9 +169,13 @@ ClientMessage: TypeAlias = (
     | Viewport
     | StartRecording
     | StopRecording
+    | RemoveParticipant
+    | MuteParticipant
+    | EndConsultation
 )
 
 MAX_VIEWPORT_TILES = 64
+MAX_PARTICIPANT_ID_CHARS = 64  # identities are at most this long (signaling.auth)
 MAX_TILE_PIXELS = 16384
 
 
@@ -270,6 +297,13 @@ def _parse_mute(obj: dict[str, Any]) -> Mute:
     raise ProtocolError("bad-field", "field 'kind' must be 'audio' or 'video'")
 
 
+def _require_participant(obj: dict[str, Any]) -> str:
+    participant_id = _require_str(obj, "participantId")
+    if not 1 <= len(participant_id) <= MAX_PARTICIPANT_ID_CHARS:
+        raise ProtocolError("bad-field", "field 'participantId' has the wrong length")
+    return participant_id
+
+
 def _parse_viewport(obj: dict[str, Any]) -> Viewport:
     tiles = obj.get("tiles")
     if not isinstance(tiles, list):
@@ -332,6 +366,12 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         return StartRecording()
     if type_ == "stop-recording":
         return StopRecording()
+    if type_ == "remove-participant":
+        return RemoveParticipant(participant_id=_require_participant(obj))
+    if type_ == "mute-participant":
+        return MuteParticipant(participant_id=_require_participant(obj))
+    if type_ == "end-consultation":
+        return EndConsultation()
     shown = type_ if len(type_) <= 40 else type_[:40] + "…"
     raise ProtocolError("unknown-type", f"unknown message type {shown!r}")
 
