@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -44,8 +45,15 @@ class RunningServer:
 
 
 @pytest.fixture
-def server_settings() -> Settings:
-    return Settings(host="127.0.0.1", port=0, ice_hosts=["127.0.0.1"])
+def server_settings(tmp_path: Path) -> Settings:
+    # Recordings and the database in the test's own directory, never the working tree.
+    return Settings(
+        host="127.0.0.1",
+        port=0,
+        ice_hosts=["127.0.0.1"],
+        recordings_dir=str(tmp_path / "rec"),
+        data_dir=str(tmp_path / "data"),
+    )
 
 
 @pytest.fixture

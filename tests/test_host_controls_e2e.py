@@ -6,14 +6,13 @@ WebRTC tests: run inside the loopback-only namespace:
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
 from typing import Any
 
 import pytest
 
 from sfu.vocabulary import MediaKind
 from signaling.app import AUDIT
-from signaling.config import Settings
 from signaling.messages import (
     EndConsultation,
     MuteParticipant,
@@ -24,17 +23,6 @@ from signaling.messages import (
 from tools.synthetic_client import SyntheticClientError, SyntheticParticipant
 
 T = 60.0
-
-
-@pytest.fixture
-def server_settings(tmp_path: Path) -> Settings:
-    return Settings(
-        host="127.0.0.1",
-        port=0,
-        ice_hosts=["127.0.0.1"],
-        recordings_dir=str(tmp_path / "rec"),
-        data_dir=str(tmp_path / "data"),
-    )
 
 
 def _bot(server: Any, room: str, name: str, role: str, token: str | None = None) -> Any:
@@ -182,6 +170,11 @@ async def test_host_ends_the_consultation(server: Any) -> None:
             ended = await p.next_message("consultation-ended", timeout=10)
             assert ended["by"] == host.identity
             await p.wait_for(lambda p=p: not p.connected, timeout=10)
+        # The clients can notice the disconnect before the server has finished closing.
+        for _ in range(100):
+            if room_id not in server.sfu.rooms and not room.sessions:
+                break
+            await asyncio.sleep(0.1)
         assert room_id not in server.sfu.rooms and not room.sessions
         assert not recording.active
         assert server.sfu.participant_count() == 0

@@ -27,17 +27,6 @@ from tools.synthetic_client import SyntheticParticipant
 T = 60.0
 
 
-@pytest.fixture
-def server_settings(tmp_path: Path) -> Settings:
-    return Settings(
-        host="127.0.0.1",
-        port=0,
-        ice_hosts=["127.0.0.1"],
-        recordings_dir=str(tmp_path / "rec"),
-        data_dir=str(tmp_path / "data"),
-    )
-
-
 def _bot(server: Any, room: str, name: str, role: str, codec: str = "VP8") -> SyntheticParticipant:
     return SyntheticParticipant(
         server.url,
