@@ -287,18 +287,7 @@ class ImpairedNamespace(NamespaceContext):
             return "no /dev/net/tun (TUN driver)"
         return namespace_unavailable_reason(_TOOLS) or _probe(netns_id())
 
-    @classmethod
-    def available(cls) -> bool:
-        return cls.unavailable_reason() is None
-
     # -- lifecycle --------------------------------------------------------------------------
-
-    @property
-    def pid(self) -> int:
-        """PID of the holder process; its network namespace is the impaired one."""
-        if self._holder is None:
-            raise NetshapeError("the namespace is not running (use it as a context manager)")
-        return self._holder.pid
 
     @property
     def profile(self) -> Profile:

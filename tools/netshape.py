@@ -223,11 +223,28 @@ class NamespaceContext:
     The async forms run them in a thread: creating links and holders waits on ``ip``.
     """
 
+    _holder: subprocess.Popen[bytes] | None = None  # lives in the namespace it created
+
     def __enter__(self) -> Self:
         raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        raise NotImplementedError
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.unavailable_reason() is None
+
+    @property
+    def pid(self) -> int:
+        """PID of the holder process; the namespace is its network namespace."""
+        if self._holder is None:
+            raise NetshapeError("the namespace is not running (use it as a context manager)")
+        return self._holder.pid
 
     def __exit__(
         self,
@@ -281,18 +298,7 @@ class CappedNamespace(NamespaceContext):
         """Why this cannot work here, or None when it can."""
         return namespace_unavailable_reason(_TOOLS) or _probe(netns_id())
 
-    @classmethod
-    def available(cls) -> bool:
-        return cls.unavailable_reason() is None
-
     # -- lifecycle --------------------------------------------------------------------------
-
-    @property
-    def pid(self) -> int:
-        """PID of the holder process; its network namespace is the capped one."""
-        if self._holder is None:
-            raise NetshapeError("the namespace is not running (use it as a context manager)")
-        return self._holder.pid
 
     def __enter__(self) -> CappedNamespace:
         if self._holder is not None:
