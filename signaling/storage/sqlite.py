@@ -10,10 +10,13 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from signaling.audit_chain import AuditEntry, next_entry
+from signaling.storage.chat_schema import CHAT_SCHEMA
+from signaling.storage.files_schema import FILES_SCHEMA
 
 DB_FILE = "consilium.db"
 
@@ -35,6 +38,10 @@ MIGRATIONS: list[str] = [
     """,
     # 2: paging a room's trail without scanning everything.
     "CREATE INDEX audit_room_seq ON audit (room, seq);",
+    # 3: room chat, receipts and burn-after-reading (signaling.storage.chat_schema).
+    CHAT_SCHEMA,
+    # 4: shared files, content-addressed blobs and tus uploads (signaling.storage.files_schema).
+    FILES_SCHEMA,
 ]
 
 
@@ -96,6 +103,25 @@ class SqliteStore:
             migrate(conn)
             self._conn = conn
         return self._conn
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held under the store's lock, for selects."""
+        with self._lock:
+            yield self._connection()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the lock; rolled back if the block raises."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def append(
         self, time: str, event: str, room: str, actor: str, details: Mapping[str, Any]
