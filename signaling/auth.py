@@ -55,16 +55,23 @@ class Permission(StrEnum):
     SUBSCRIBE = "subscribe"
     ADMIN = "admin"
     RECORD = "record"  # start/stop recording the consultation
+    CHAT = "chat"  # post chat messages and share files (everyone may read)
 
 
 # Read-only so no caller can widen a role at run time.
 ROLE_PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
     {
         Role.HOST: frozenset(
-            {Permission.PUBLISH, Permission.SUBSCRIBE, Permission.ADMIN, Permission.RECORD}
+            {
+                Permission.PUBLISH,
+                Permission.SUBSCRIBE,
+                Permission.ADMIN,
+                Permission.RECORD,
+                Permission.CHAT,
+            }
         ),
-        Role.SPECIALIST: frozenset({Permission.PUBLISH, Permission.SUBSCRIBE}),
-        Role.BEDSIDE: frozenset({Permission.PUBLISH, Permission.SUBSCRIBE}),
+        Role.SPECIALIST: frozenset({Permission.PUBLISH, Permission.SUBSCRIBE, Permission.CHAT}),
+        Role.BEDSIDE: frozenset({Permission.PUBLISH, Permission.SUBSCRIBE, Permission.CHAT}),
         Role.OBSERVER: frozenset({Permission.SUBSCRIBE}),
     }
 )

@@ -108,7 +108,7 @@ EXPECTED_TABLE = {
 
 def test_enum_values_match_contract() -> None:
     assert {r.value for r in Role} == {"host", "specialist", "bedside", "observer"}
-    assert {p.value for p in Permission} == {"publish", "subscribe", "admin", "record"}
+    assert {p.value for p in Permission} == {"publish", "subscribe", "admin", "record", "chat"}
     assert set(ROLE_PERMISSIONS) == set(Role)
 
 
@@ -162,7 +162,7 @@ def test_missing_permissions_claim_means_everything_the_role_allows(
     authority: TokenAuthority,
 ) -> None:
     grant = authority.verify(signed(role="specialist", permissions=_DROP), room=ROOM, now_s=NOW)
-    assert grant.permissions == {Permission.PUBLISH, Permission.SUBSCRIBE}
+    assert grant.permissions == {Permission.PUBLISH, Permission.SUBSCRIBE, Permission.CHAT}
 
 
 def test_unknown_and_non_string_permissions_are_ignored(authority: TokenAuthority) -> None:

@@ -132,7 +132,7 @@ def test_schemas_carry_contract_fields(doc: dict[str, Any]) -> None:
         assert set(schemas[name]["properties"]) == fields, name
     assert set(schemas["Error"]["properties"]["error"]["required"]) == {"code", "message"}
     assert schemas["Role"]["enum"] == ["host", "specialist", "bedside", "observer"]
-    assert set(schemas["Permission"]["enum"]) == {"publish", "subscribe", "admin", "record"}
+    assert set(schemas["Permission"]["enum"]) == {"publish", "subscribe", "admin", "record", "chat"}
 
 
 def test_bearer_security(doc: dict[str, Any]) -> None:

@@ -562,9 +562,9 @@ async def test_bad_token_is_fatal(server: Any, connect: Connect, kind: str) -> N
 @pytest.mark.parametrize(
     ("role", "permissions"),
     [
-        ("host", ["admin", "publish", "record", "subscribe"]),
-        ("specialist", ["publish", "subscribe"]),
-        ("bedside", ["publish", "subscribe"]),
+        ("host", ["admin", "chat", "publish", "record", "subscribe"]),
+        ("specialist", ["chat", "publish", "subscribe"]),
+        ("bedside", ["chat", "publish", "subscribe"]),
         ("observer", ["subscribe"]),
     ],
 )
