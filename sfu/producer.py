@@ -66,7 +66,7 @@ class Producer:
         self.red_packets = 0  # audio that arrived as RED (RFC 2198)
         self.keyframes_seen = 0
         self.unrepairable = 0  # packets lost on the publisher leg for good
-        # Muted by the host: nothing reaches subscribers until the owner unmutes.
+        # Muted by the host: nothing reaches subscribers or recording until the owner unmutes.
         self.paused = False
         self._pli_tasks: set[asyncio.Task[None]] = set()
 
@@ -128,10 +128,12 @@ class Producer:
                 requester.on_keyframe(arrival_ms)
             elif requester.poll(arrival_ms):
                 self._send_pli(layer)
+        if self.paused:
+            # Muted by the host: what was said is not part of the consultation, so neither the
+            # subscribers nor the recording get it.
+            return
         for sink in tuple(self.sinks):
             sink.on_packet(packet, data, arrival_ms)
-        if self.paused:
-            return
         for consumer in tuple(self.consumers):
             await consumer.forward(packet, data, arrival_ms, red)
 
