@@ -469,6 +469,8 @@ class Room:
         self.recording: Recording | None = None
         self.last_recording: Recording | None = None  # the stopped one, for its file list
         self.removed_identities: set[str] = set()  # removed by the host: no rejoin
+        # Roles the host gave while the room lives; they outlast a reconnect with the old token.
+        self.role_overrides: dict[str, str] = {}
 
     def dominant_speaker(self) -> str | None:
         return self.speaker.dominant(now_ms())
@@ -577,10 +579,9 @@ class Room:
     # ------------------------------------------------------------------ publishers
 
     async def on_producers_added(self, owner: Session, producers: list[Producer]) -> None:
-        if owner.muted_by_host:
-            for producer in producers:
-                if producer.kind is MediaKind.AUDIO:
-                    producer.paused = True
+        for producer in producers:
+            if not owner.can_publish or (owner.muted_by_host and producer.kind is MediaKind.AUDIO):
+                producer.paused = True
         if self.recording is not None:
             now = now_ms()
             for producer in producers:
@@ -601,7 +602,7 @@ class Room:
                 session.muted_by_host = False
                 for producer in session.producers.values():
                     if producer.kind is MediaKind.AUDIO:
-                        producer.paused = False
+                        producer.paused = not session.can_publish
         else:
             session.video_muted = muted
         await _broadcast(
@@ -621,6 +622,24 @@ class Room:
         with contextlib.suppress(Exception):
             await session.link.send({"type": "muted-by-host", "kind": "audio"})
         await self.set_muted(session, "audio", True)
+
+    async def set_role(
+        self, session: Session, role: str, *, can_publish: bool, can_subscribe: bool, actor: str
+    ) -> None:
+        """Give the participant another role; media they may no longer publish stops flowing."""
+        previous = session.role
+        session.role = role
+        session.can_publish = can_publish
+        session.can_subscribe = can_subscribe
+        self.role_overrides[session.identity] = role
+        for producer in session.producers.values():
+            host_muted_audio = session.muted_by_host and producer.kind is MediaKind.AUDIO
+            producer.paused = not can_publish or host_muted_audio
+        self._audit("role-changed", actor, target=session.identity, previous=previous, role=role)
+        await _broadcast(
+            list(self.sessions.values()),
+            {"type": "participant-updated", "participant": session.describe()},
+        )
 
     async def remove_by_host(self, session: Session, actor: str) -> None:
         """Disconnect the participant; the same identity may not rejoin while the room lives."""
@@ -681,6 +700,12 @@ async def _broadcast(sessions: Iterable[Session], message: dict[str, Any]) -> No
             await session.link.send(message)
 
 
+class EndedRooms(Protocol):
+    def __contains__(self, room: object, /) -> bool: ...
+
+    def add(self, room: str, /) -> None: ...
+
+
 class Sfu:
     """Registry of rooms for this process."""
 
@@ -688,8 +713,9 @@ class Sfu:
         self.settings = settings
         self.rooms: dict[str, Room] = {}
         self._explicit_rooms: set[str] = set()
-        # Ended by a host: joining or re-creating them is refused for this process's lifetime.
-        self.ended_rooms: set[str] = set()
+        # Ended by a host: joining or re-creating them is refused (the signaling layer swaps in
+        # a set kept in the database, so that holds across restarts too).
+        self.ended_rooms: EndedRooms = set()
 
     def new_peer_connection(self) -> RTCPeerConnection:
         return new_peer_connection(self.settings.ice_servers)

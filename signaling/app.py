@@ -8,6 +8,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,15 @@ from sfu.errors import SfuError
 from sfu.room import Session, Sfu, SfuSettings
 from signaling.audit import AuditLog
 from signaling.auth import (
+    ROLE_PERMISSIONS,
     Grant,
     Permission,
+    Role,
     TokenAuthority,
     TokenError,
     check_api_key,
     generate_secret,
+    is_valid_role,
     new_identity,
 )
 from signaling.config import Settings
@@ -40,6 +44,7 @@ from signaling.messages import (
     ProtocolError,
     Publish,
     RemoveParticipant,
+    SetRole,
     StartRecording,
     StopRecording,
     SubscribeAnswer,
@@ -51,6 +56,7 @@ from signaling.messages import (
 from signaling.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from signaling.metrics import registry_for
 from signaling.metrics import render as render_metrics
+from signaling.storage.rooms_sqlite import SqliteEndedRooms
 from signaling.storage.sqlite import SqliteStore
 
 log = logging.getLogger("consilium.signaling")
@@ -194,8 +200,11 @@ async def _join(app: web.Application, join: Join, link: WsLink) -> Session:
             "unsupported-version", f"this server speaks protocol {PROTOCOL_VERSION}"
         )
     grant = app[AUTHORITY].verify(join.token, room=join.room, now_s=_now_s())
-    link.grant = grant
     room = app[SFU].room_for_join(grant.room)
+    override = room.role_overrides.get(grant.identity)
+    if override is not None:
+        grant = _with_role(grant, Role(override))
+    link.grant = grant
     session = await room.join(
         grant.identity,
         grant.name,
@@ -240,7 +249,7 @@ async def _handle(session: Session, message: Any, link: WsLink) -> Session | Non
         session.set_viewport(message.tiles)
     elif isinstance(message, (StartRecording, StopRecording)):
         await _recording_by_participant(session, message, link)
-    elif isinstance(message, (RemoveParticipant, MuteParticipant, EndConsultation)):
+    elif isinstance(message, (RemoveParticipant, MuteParticipant, EndConsultation, SetRole)):
         await _host_control(session, message, link)
         if session.closed:  # the host ended the consultation: their socket is closed too
             return None
@@ -282,12 +291,36 @@ HOST_ACTIONS = {
     RemoveParticipant: "remove-participant",
     MuteParticipant: "mute-participant",
     EndConsultation: "end-consultation",
+    SetRole: "set-role",
 }
+HostControl = RemoveParticipant | MuteParticipant | EndConsultation | SetRole
 
 
-async def _host_control(
-    session: Session, message: RemoveParticipant | MuteParticipant | EndConsultation, link: WsLink
-) -> None:
+def _with_role(grant: Grant, role: Role) -> Grant:
+    """The grant as if the token had named this role (the host changed it in the room)."""
+    return replace(grant, role=role, permissions=ROLE_PERMISSIONS[role])
+
+
+async def change_role(room: Any, target: Session, role: Role, actor: str) -> None:
+    """Apply a host's role change to a live participant and tell them their new permissions."""
+    permissions = ROLE_PERMISSIONS[role]
+    link = target.link
+    if isinstance(link, WsLink) and link.grant is not None:
+        link.grant = _with_role(link.grant, role)
+    await room.set_role(
+        target,
+        str(role),
+        can_publish=Permission.PUBLISH in permissions,
+        can_subscribe=Permission.SUBSCRIBE in permissions,
+        actor=actor,
+    )
+    with contextlib.suppress(Exception):
+        await link.send(
+            {"type": "role-changed", "role": str(role), "permissions": sorted(permissions)}
+        )
+
+
+async def _host_control(session: Session, message: HostControl, link: WsLink) -> None:
     room = session.room
     action = HOST_ACTIONS[type(message)]
     target_id = None if isinstance(message, EndConsultation) else message.participant_id
@@ -297,7 +330,9 @@ async def _host_control(
         if target_id is not None:
             details["target"] = target_id
         room._audit("host-control-refused", session.identity, **details)
-        raise ProtocolError("forbidden", "only the host may remove, mute or end the consultation")
+        raise ProtocolError(
+            "forbidden", "only the host may remove or mute participants, change roles or end"
+        )
     if isinstance(message, EndConsultation):
         await room.sfu.end_consultation(room, session.identity)
         return
@@ -308,6 +343,8 @@ async def _host_control(
         raise ProtocolError("bad-field", "use leave or mute for yourself")
     if isinstance(message, RemoveParticipant):
         await room.remove_by_host(target, session.identity)
+    elif isinstance(message, SetRole):
+        await change_role(room, target, Role(message.role), session.identity)
     else:
         await room.mute_by_host(target, session.identity)
 
@@ -452,6 +489,55 @@ async def remove_participant(request: web.Request) -> web.Response:
     if session is None:
         return api_error(404, "participant-not-found", "no such participant in this room")
     await room.remove_by_host(session, _api_actor(request))
+    return web.Response(status=204)
+
+
+def _participant_or_error(request: web.Request) -> tuple[Any, Session] | web.Response:
+    """(room, session) named by the path, or the error response (auth, 404s)."""
+    if (denied := _authorize(request, request.match_info["room"])) is not None:
+        return denied
+    room = _room_or_404(request)
+    if isinstance(room, web.Response):
+        return room
+    session = room.sessions.get(request.match_info["identity"])
+    if session is None:
+        return api_error(404, "participant-not-found", "no such participant in this room")
+    return room, session
+
+
+async def mute_participant(request: web.Request) -> web.Response:
+    found = _participant_or_error(request)
+    if isinstance(found, web.Response):
+        return found
+    room, session = found
+    await room.mute_by_host(session, _api_actor(request))
+    return web.Response(status=204)
+
+
+async def put_participant_role(request: web.Request) -> web.Response:
+    found = _participant_or_error(request)
+    if isinstance(found, web.Response):
+        return found
+    room, session = found
+    try:
+        body = await _json_body(request)
+    except ProtocolError as exc:
+        return api_error(413 if exc.code == "too-large" else 400, exc.code, exc.message)
+    role = body.get("role")
+    if not is_valid_role(role):
+        return api_error(400, "bad-field", "role must be host, specialist, bedside or observer")
+    await change_role(room, session, Role(role), _api_actor(request))
+    return web.json_response({"participant": session.describe()})
+
+
+async def end_room(request: web.Request) -> web.Response:
+    """End the consultation: everyone is disconnected and the room id refuses later joins."""
+    if (denied := _authorize(request, request.match_info["room"])) is not None:
+        return denied
+    room = _room_or_404(request)
+    if isinstance(room, web.Response):
+        return room
+    await request.app[SFU].end_consultation(room, _api_actor(request))
     return web.Response(status=204)
 
 
@@ -628,7 +714,8 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[security_headers], client_max_size=MAX_MESSAGE_BYTES)
     app[SETTINGS] = settings
-    app[AUDIT] = AuditLog(SqliteStore.in_dir(settings.data_dir))
+    store = SqliteStore.in_dir(settings.data_dir)
+    app[AUDIT] = AuditLog(store)
     app[AUTHORITY] = TokenAuthority(
         settings.secret or generate_secret(), default_ttl_s=settings.token_ttl_s
     )
@@ -642,6 +729,7 @@ def create_app(settings: Settings) -> web.Application:
             audit=app[AUDIT],
         )
     )
+    app[SFU].ended_rooms = SqliteEndedRooms(store)
     app[METRICS] = registry_for(app[SFU])
     app[SOCKETS] = set()
     configure_ice_hosts(settings.ice_hosts)
@@ -671,6 +759,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/rooms/{room}/audit", get_audit)
     app.router.add_get("/api/rooms/{room}/participants/{identity}/stats", participant_stats)
     app.router.add_delete("/api/rooms/{room}/participants/{identity}", remove_participant)
+    app.router.add_post("/api/rooms/{room}/participants/{identity}/mute", mute_participant)
+    app.router.add_put("/api/rooms/{room}/participants/{identity}/role", put_participant_role)
+    app.router.add_post("/api/rooms/{room}/end", end_room)
     app.router.add_post("/api/tokens", mint_token)
     app.router.add_get("/api/dev-token", dev_token)
     app.router.add_static("/static", STATIC_DIR, show_index=False)

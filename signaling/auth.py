@@ -37,6 +37,7 @@ __all__ = [
     "TokenErrorCode",
     "check_api_key",
     "generate_secret",
+    "is_valid_role",
     "is_valid_room_id",
     "new_identity",
     "sanitize_name",
@@ -113,6 +114,10 @@ class Grant:
 
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions
+
+
+def is_valid_role(role: object) -> TypeGuard[str]:
+    return isinstance(role, str) and role in _ROLE_VALUES
 
 
 def is_valid_room_id(room: object) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
 
 from sfu.vocabulary import TileView
-from signaling.auth import is_valid_room_id
+from signaling.auth import is_valid_role, is_valid_room_id
 
 __all__ = [
     "ERROR_CODES",
@@ -31,6 +31,7 @@ __all__ = [
     "ProtocolError",
     "Publish",
     "RemoveParticipant",
+    "SetRole",
     "StartRecording",
     "StopRecording",
     "SubscribeAnswer",
@@ -159,6 +160,14 @@ class EndConsultation:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class SetRole:
+    """Host control: give a participant another role (and that role's permissions)."""
+
+    participant_id: str
+    role: str
+
+
 ClientMessage: TypeAlias = (
     Join
     | Publish
@@ -172,6 +181,7 @@ ClientMessage: TypeAlias = (
     | RemoveParticipant
     | MuteParticipant
     | EndConsultation
+    | SetRole
 )
 
 MAX_VIEWPORT_TILES = 64
@@ -372,6 +382,13 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         return MuteParticipant(participant_id=_require_participant(obj))
     if type_ == "end-consultation":
         return EndConsultation()
+    if type_ == "set-role":
+        role = _require_str(obj, "role")
+        if not is_valid_role(role):
+            raise ProtocolError(
+                "bad-field", "field 'role' must be host, specialist, bedside or observer"
+            )
+        return SetRole(participant_id=_require_participant(obj), role=role)
     shown = type_ if len(type_) <= 40 else type_[:40] + "…"
     raise ProtocolError("unknown-type", f"unknown message type {shown!r}")
 

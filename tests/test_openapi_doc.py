@@ -26,6 +26,9 @@ CONTRACT_OPERATIONS = {
     ("get", "/api/rooms/{room}/recording"),
     ("post", "/api/rooms/{room}/recording"),
     ("get", "/api/rooms/{room}/audit"),
+    ("post", "/api/rooms/{room}/participants/{identity}/mute"),
+    ("put", "/api/rooms/{room}/participants/{identity}/role"),
+    ("post", "/api/rooms/{room}/end"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
@@ -42,6 +45,9 @@ SUCCESS_STATUS = {
     ("post", "/api/rooms"): "201",
     ("delete", "/api/rooms/{room}"): "204",
     ("delete", "/api/rooms/{room}/participants/{identity}"): "204",
+    ("post", "/api/rooms/{room}/participants/{identity}/mute"): "204",
+    ("put", "/api/rooms/{room}/participants/{identity}/role"): "200",
+    ("post", "/api/rooms/{room}/end"): "204",
     ("post", "/api/tokens"): "201",
     ("get", "/api/dev-token"): "200",
 }

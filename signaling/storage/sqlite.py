@@ -42,6 +42,12 @@ MIGRATIONS: list[str] = [
     CHAT_SCHEMA,
     # 4: shared files, content-addressed blobs and tus uploads (signaling.storage.files_schema).
     FILES_SCHEMA,
+    # 5: consultations a host ended: their room ids refuse joins, across restarts too.
+    """
+    CREATE TABLE ended_room (
+        room TEXT PRIMARY KEY, ended_ms INTEGER NOT NULL
+    );
+    """,
 ]
 
 
