@@ -89,7 +89,31 @@ def next_entry(
     return AuditEntry(seq, time, event, room, actor, clean, prev_hash, digest)
 
 
-def verify(entries: Iterable[AuditEntry]) -> VerifyResult:
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A (seq, hash) pair of the chain kept outside the database, e.g. printed daily to a ticket.
+
+    The chain alone cannot tell a trail cut short from one that simply ended there; an anchor
+    taken earlier can: the entry it names must still be there with the same hash.
+    """
+
+    seq: int
+    hash: str
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        seq_text, sep, digest = text.strip().partition(":")
+        if not sep or not seq_text.isdigit() or int(seq_text) < 1:
+            raise ValueError("an anchor is SEQ:HASH, e.g. 1042:9f86d0...")
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError("the anchor's hash must be 64 lowercase hex digits")
+        return cls(int(seq_text), digest)
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+
+def verify(entries: Iterable[AuditEntry], anchor: Anchor | None = None) -> VerifyResult:
     """Walk the entries in the order given (the store's sequence order)."""
     expected_seq = 1
     prev_hash = GENESIS_HASH
@@ -108,7 +132,17 @@ def verify(entries: Iterable[AuditEntry]) -> VerifyResult:
         text = canonical(entry.seq, entry.time, entry.event, entry.room, entry.actor, entry.details)
         if chain_hash(prev_hash, text) != entry.hash:
             return VerifyResult(False, count, entry.seq, "content does not match its hash")
+        if anchor is not None and entry.seq == anchor.seq and entry.hash != anchor.hash:
+            return VerifyResult(False, count, entry.seq, "hash differs from the anchor's")
         prev_hash = entry.hash
         expected_seq += 1
         count += 1
+    if anchor is not None and anchor.seq >= expected_seq:
+        return VerifyResult(
+            False,
+            count,
+            expected_seq,
+            f"entries {expected_seq}..{anchor.seq} are missing (the anchor names entry "
+            f"{anchor.seq}; the trail was cut short)",
+        )
     return VerifyResult(True, count)

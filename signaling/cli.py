@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from signaling.app import create_app
-from signaling.audit_chain import verify
+from signaling.audit_chain import Anchor, verify
 from signaling.config import Settings, build_parser, data_dir_from, settings_from
 from signaling.storage.sqlite import SqliteStore
 
@@ -41,14 +41,14 @@ async def serve(settings: Settings) -> None:
         await runner.cleanup()
 
 
-def audit_verify(data_dir: str) -> int:
+def audit_verify(data_dir: str, anchor: Anchor | None = None) -> int:
     """Print OK and the entry count, or the first bad entry and why (exit status 1)."""
     store = SqliteStore.in_dir(data_dir)
     if not store.path.exists():
         print(f"no audit database at {store.path}", file=sys.stderr)
         return 1
     try:
-        result = verify(store.iter_all())
+        result = verify(store.iter_all(), anchor)
     finally:
         store.close()
     if result.ok:
@@ -61,6 +61,29 @@ def audit_verify(data_dir: str) -> int:
     return 1
 
 
+def audit_head(data_dir: str) -> int:
+    """Print the last entry as SEQ:HASH (after checking the chain up to it)."""
+    store = SqliteStore.in_dir(data_dir)
+    if not store.path.exists():
+        print(f"no audit database at {store.path}", file=sys.stderr)
+        return 1
+    try:
+        last = None
+        for entry in store.iter_all():
+            last = entry
+        result = verify(store.iter_all())
+    finally:
+        store.close()
+    if not result.ok:
+        print(f"FAILED at entry {result.first_bad_seq}: {result.reason}", file=sys.stderr)
+        return 1
+    if last is None:
+        print("the audit trail is empty", file=sys.stderr)
+        return 1
+    print(Anchor(last.seq, last.hash))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -69,7 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "audit":
-        return audit_verify(data_dir_from(args))
+        if args.audit_command == "head":
+            return audit_head(data_dir_from(args))
+        try:
+            anchor = Anchor.parse(args.anchor) if args.anchor else None
+        except ValueError as exc:
+            parser.error(str(exc))
+        return audit_verify(data_dir_from(args), anchor)
     try:
         settings = settings_from(args)
     except ValueError as exc:

@@ -108,7 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 if broken")
     verify.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    verify.add_argument(
+        "--anchor",
+        metavar="SEQ:HASH",
+        help="a head printed earlier by 'consilium audit head': also finds a trail cut short",
+    )
     verify.add_argument("--log-level", default="WARNING")
+    head = audit_sub.add_parser(
+        "head", help="print the last entry as SEQ:HASH, to keep outside the server (an anchor)"
+    )
+    head.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    head.add_argument("--log-level", default="WARNING")
     return parser
 
 

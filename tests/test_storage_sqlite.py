@@ -156,3 +156,30 @@ def test_cli_verify_reads_env_and_reports_missing_db(
     monkeypatch.setenv("CONSILIUM_DATA_DIR", str(tmp_path))
     assert main(["audit", "verify"]) == 0
     assert "OK: 2 audit entries" in capsys.readouterr().out
+
+
+def test_anchor_finds_a_trail_cut_short(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = SqliteStore.in_dir(tmp_path)
+    _fill(store, 6)
+    store.close()
+    assert main(["audit", "head", "--data-dir", str(tmp_path)]) == 0
+    anchor = capsys.readouterr().out.strip()
+    assert anchor.startswith("6:") and len(anchor) == 2 + 64
+    assert main(["audit", "verify", "--data-dir", str(tmp_path), "--anchor", anchor]) == 0
+    capsys.readouterr()
+
+    # Cutting the last two entries leaves a chain that verifies on its own...
+    _tamper(tmp_path / "consilium.db", "DELETE FROM audit WHERE seq > 4;")
+    assert main(["audit", "verify", "--data-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    # ...but not against the anchor taken before the cut.
+    assert main(["audit", "verify", "--data-dir", str(tmp_path), "--anchor", anchor]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED at entry 5:" in out and "cut short" in out
+
+    # An anchor whose hash is not the stored entry's (a forged or rewritten chain) fails too.
+    wrong = "3:" + "0" * 64
+    assert main(["audit", "verify", "--data-dir", str(tmp_path), "--anchor", wrong]) == 1
+    assert "FAILED at entry 3:" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["audit", "verify", "--data-dir", str(tmp_path), "--anchor", "nonsense"])
