@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -57,7 +57,15 @@ def server_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def server(server_settings: Settings) -> AsyncIterator[RunningServer]:
+async def server(server_settings: Settings, tmp_path: Path) -> AsyncIterator[RunningServer]:
+    if server_settings.data_dir == Settings.data_dir:
+        # Settings built by a test module (parametrized) keep the defaults: move the database
+        # and recordings into this test's directory too.
+        server_settings = replace(
+            server_settings,
+            data_dir=str(tmp_path / "data"),
+            recordings_dir=str(tmp_path / "rec"),
+        )
     app = create_app(server_settings)
     test_server = TestServer(app, host="127.0.0.1")
     await test_server.start_server()

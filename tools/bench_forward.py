@@ -14,7 +14,9 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -131,9 +133,11 @@ async def macro_benchmark(seconds: float, subscribers: int) -> dict[str, float]:
 
     configure_ice_hosts(["127.0.0.1"])
     port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="consilium-bench-")  # the audit database, not ./data
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "signaling.cli", "serve", "--port", str(port), "--ice-host", "127.0.0.1"),
+        *("--data-dir", data_dir),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -181,6 +185,7 @@ async def macro_benchmark(seconds: float, subscribers: int) -> dict[str, float]:
             await p.leave()
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
+        shutil.rmtree(data_dir, ignore_errors=True)
     packets = pkts1 - pkts0
     cpu = cpu1 - cpu0
     wall = t1 - t0

@@ -156,6 +156,9 @@ class Server:
         cmd += ["--port", str(self.port)]
         for ice_host in ice_hosts:
             cmd += ["--ice-host", ice_host]
+        if "--data-dir" not in extra_args:
+            # The database beside the log (a temp dir), never in the working tree.
+            cmd += ["--data-dir", str(log_path.parent / f"data-{self.port}")]
         cmd += extra_args
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
