@@ -29,6 +29,11 @@ const ui = {
   btnCam: $('btn-cam'),
   btnLeave: $('btn-leave'),
   btnRec: $('btn-rec'),
+  btnEnd: $('btn-end'),
+  confirmDialog: $('confirm-dialog'),
+  confirmTitle: $('confirm-title'),
+  confirmText: $('confirm-text'),
+  confirmOk: $('confirm-ok'),
   recBadge: $('rec-badge'),
   recTime: $('rec-time'),
   enableSound: $('enable-sound'),
@@ -52,6 +57,8 @@ const ERROR_MESSAGES = {
   'negotiation-failed': 'The media connection could not be set up.',
   'bad-sdp': 'The media connection could not be set up (rejected session description).',
   'internal': 'The server hit an internal error.',
+  'room-ended': 'This consultation has ended; it cannot be joined any more. '
+    + 'Ask the host for a new invitation if you still need to talk.',
 };
 
 const REMOVED_MESSAGES = {
@@ -59,6 +66,7 @@ const REMOVED_MESSAGES = {
   'duplicate-identity': 'You joined this consultation from another window or device, '
     + 'so this one was disconnected.',
   'room-closed': 'The consultation has been closed.',
+  'consultation-ended': 'The host ended the consultation for everyone.',
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -95,6 +103,7 @@ let negotiation = Promise.resolve(); // serialises subscribe-offer handling
 let soundBlocked = false;
 let tokenPermissions = null; // from the JWT payload, only to decide what to offer in the UI
 let recTimer = null;
+let selfPermissions = []; // joined.self.permissions (what the server will let us do)
 const audioState = { muted: false };
 const videoState = { muted: false };
 
@@ -197,6 +206,12 @@ async function main() {
     send({ type: consilium.recording.active ? 'stop-recording' : 'start-recording' });
   });
   ui.enableSound.addEventListener('click', enableSound);
+  ui.btnEnd.addEventListener('click', async () => {
+    const ok = await confirmAction('End the consultation for everyone?',
+      'Everyone will be disconnected and nobody can rejoin this consultation.',
+      'End consultation');
+    if (ok) send({ type: 'end-consultation' });
+  });
   window.addEventListener('pagehide', () => {
     if (consilium.state === 'joined') { intentionalClose = true; send({ type: 'leave' }); }
   });
@@ -319,6 +334,10 @@ async function handleMessage(msg) {
       return undefined;
     case 'error': return onServerError(msg);
     case 'removed': return onRemoved(msg);
+    case 'muted-by-host': return onMutedByHost();
+    case 'consultation-ended':
+      consilium.endedBy = msg.by || null;
+      return undefined;
     case 'pong': return undefined;
     case 'publisher-layers': return onPublisherLayers(msg);
     case 'recording': return applyRecording(msg);
@@ -351,6 +370,9 @@ async function onJoined(msg) {
   // The server may list effective permissions in self; otherwise fall back to role and token.
   const perms = Array.isArray(msg.self.permissions) ? msg.self.permissions : tokenPermissions;
   ui.btnRec.hidden = !(perms ? perms.includes('record') : msg.self.role === 'host');
+  selfPermissions = perms || (msg.self.role === 'host' ? ['admin'] : []);
+  ui.btnEnd.hidden = !isAdmin();
+  for (const p of participants.values()) renderTile(p);
   applyRecording(msg.recording || { active: false });
   const canPublish = msg.self.role !== 'observer' && (perms === null || perms.includes('publish'));
   if (canPublish) await startPublishing();
@@ -374,7 +396,7 @@ function onServerError(msg) {
     showError(text);
     setStatus('Not connected');
     offerRejoin(consilium.self ? 'Disconnected' : 'Could not join the consultation', '',
-      'Try again');
+      'Try again', { allowRejoin: msg.code !== 'room-ended' && msg.code !== 'forbidden' });
   } else {
     showError(text, { fatal: false });
   }
@@ -390,8 +412,47 @@ function onRemoved(msg) {
   ui.error.textContent = text;
   ui.error.hidden = false;
   setStatus('Not connected');
-  offerRejoin(msg.reason === 'room-closed' ? 'The consultation has ended' : 'You were removed',
-    text);
+  const ended = msg.reason === 'room-closed' || msg.reason === 'consultation-ended';
+  // Neither a removed participant nor anyone in an ended consultation may come back in.
+  const final = msg.reason === 'removed-by-host' || msg.reason === 'consultation-ended';
+  offerRejoin(ended ? 'The consultation has ended' : 'You were removed', text, 'Rejoin',
+    { allowRejoin: !final });
+}
+
+// The host silenced our microphone: show it muted; unmuting is still ours to do.
+function onMutedByHost() {
+  if (localStream) for (const t of localStream.getAudioTracks()) t.enabled = false;
+  audioState.muted = true;
+  renderSelf();
+  showError('The host muted your microphone. Press Mute again when you want to speak.',
+    { fatal: false, kind: 'warn' });
+}
+
+function isAdmin() {
+  return selfPermissions.includes('admin');
+}
+
+// A modal yes/no question (a <dialog>, so it is keyboard-accessible and testable).
+function confirmAction(title, text, okLabel) {
+  const dlg = ui.confirmDialog;
+  ui.confirmTitle.textContent = title;
+  ui.confirmText.textContent = text;
+  ui.confirmOk.textContent = okLabel;
+  return new Promise((resolve) => {
+    const done = () => {
+      dlg.removeEventListener('close', done);
+      resolve(dlg.returnValue === 'ok');
+    };
+    dlg.returnValue = '';
+    dlg.addEventListener('close', done);
+    dlg.showModal();
+  });
+}
+
+async function hostRemove(p) {
+  const ok = await confirmAction(`Remove ${p.name}?`,
+    `${p.name} will be disconnected and cannot rejoin this consultation.`, 'Remove');
+  if (ok) send({ type: 'remove-participant', participantId: p.id });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -857,7 +918,25 @@ function ensureTile(p) {
         <svg viewBox="0 0 24 24" aria-hidden="true"><use href="#i-cam-off"/></svg>
       </span>
     </div>
+    <div class="host-actions" hidden>
+      <button type="button" class="host-mute">Mute</button>
+      <button type="button" class="host-remove">Remove</button>
+    </div>
     <pre class="debug" hidden></pre>`;
+  const muteBtn = tile.querySelector('.host-mute');
+  const removeBtn = tile.querySelector('.host-remove');
+  // Buttons live inside the clickable tile: keep their clicks from pinning it.
+  for (const b of [muteBtn, removeBtn]) {
+    b.addEventListener('keydown', (ev) => ev.stopPropagation());
+  }
+  muteBtn.addEventListener('click', (ev) => {
+    ev.stopPropagation();
+    send({ type: 'mute-participant', participantId: p.id });
+  });
+  removeBtn.addEventListener('click', (ev) => {
+    ev.stopPropagation();
+    hostRemove(participants.get(p.id) || p);
+  });
   tile.tabIndex = 0;
   tile.title = 'Click to pin (large, best quality); click again to unpin';
   tile.addEventListener('click', () => togglePin(tile));
@@ -891,6 +970,13 @@ function renderTile(p) {
   badge.dataset.role = p.role;
   tile.classList.toggle('audio-off', audioOff);
   tile.classList.toggle('video-off', videoOff);
+  const actions = tile.querySelector('.host-actions');
+  actions.hidden = !isAdmin();
+  const muteBtn = actions.querySelector('.host-mute');
+  muteBtn.disabled = audioOff;
+  muteBtn.textContent = audioOff ? 'Muted' : 'Mute';
+  muteBtn.setAttribute('aria-label', audioOff ? `${p.name} is muted` : `Mute ${p.name}`);
+  actions.querySelector('.host-remove').setAttribute('aria-label', `Remove ${p.name}`);
   const states = [audioOff ? 'microphone muted' : null, videoOff ? 'camera off' : null]
     .filter(Boolean).join(', ');
   tile.setAttribute('role', 'group');
@@ -968,15 +1054,18 @@ function leave() {
   offerRejoin('You left the consultation', 'You can rejoin with the same link.');
 }
 
-function offerRejoin(title, detail, linkText = 'Rejoin') {
+function offerRejoin(title, detail, linkText = 'Rejoin', { allowRejoin = true } = {}) {
   ui.leftTitle.textContent = title;
   ui.leftDetail.textContent = detail;
   ui.leftDetail.hidden = !detail;
   ui.rejoin.textContent = linkText;
+  ui.rejoin.hidden = !allowRejoin;
   participants.clear();
   ui.tiles.replaceChildren();
+  ui.btnEnd.hidden = true;
+  if (ui.confirmDialog.open) ui.confirmDialog.close();
   show(ui.leftView);
-  ui.rejoin.focus();
+  if (allowRejoin) ui.rejoin.focus();
 }
 
 main().catch((err) => {
