@@ -13,6 +13,14 @@ from typing import Any, Final, Literal, TypeAlias
 
 from sfu.vocabulary import TileView
 from signaling.auth import is_valid_role, is_valid_room_id
+from signaling.chat import (
+    ChatRejected,
+    burn_ttl_s,
+    check_client_id,
+    normalise_attachments,
+    normalise_mentions,
+    normalise_text,
+)
 
 __all__ = [
     "ERROR_CODES",
@@ -21,6 +29,9 @@ __all__ = [
     "MAX_SDP_BYTES",
     "MAX_SUBSCRIBE_MEDIA_SECTIONS",
     "PROTOCOL_VERSION",
+    "ChatReceipt",
+    "ChatSend",
+    "ChatSync",
     "ClientMessage",
     "EndConsultation",
     "Join",
@@ -168,6 +179,32 @@ class SetRole:
     role: str
 
 
+@dataclass(frozen=True, slots=True)
+class ChatSend:
+    """A chat message to the room; already trimmed, checked and normalised (signaling.chat)."""
+
+    client_id: str
+    text: str
+    mentions: tuple[str, ...] = ()
+    attachments: tuple[str, ...] = ()  # file ids
+    burn_ttl_s: int | None = None  # seconds; None: not burn-after-reading
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSync:
+    """Ask for the room's messages with seq > after (answered with chat-history pages)."""
+
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChatReceipt:
+    """Watermarks: every message up to ``delivered`` arrived, up to ``read`` was seen."""
+
+    delivered: int | None = None
+    read: int | None = None
+
+
 ClientMessage: TypeAlias = (
     Join
     | Publish
@@ -181,6 +218,9 @@ ClientMessage: TypeAlias = (
     | RemoveParticipant
     | MuteParticipant
     | EndConsultation
+    | ChatSend
+    | ChatSync
+    | ChatReceipt
     | SetRole
 )
 
@@ -343,6 +383,59 @@ def _parse_viewport(obj: dict[str, Any]) -> Viewport:
     return Viewport(tiles=tuple(parsed))
 
 
+def _optional_str_list(obj: dict[str, Any], field: str) -> list[str]:
+    value = obj.get(field)
+    if value is None:
+        return []
+    # The 64 KiB message cap bounds the list; the per-field limits apply after de-duplication.
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProtocolError("bad-field", f"field {field!r} must be a list of strings")
+    if any(_has_lone_surrogate(v) for v in value):
+        raise ProtocolError("bad-field", f"field {field!r} is not valid Unicode")
+    return value
+
+
+def _optional_seq(obj: dict[str, Any], field: str) -> int | None:
+    if obj.get(field) is None:
+        return None
+    value = _require_int(obj, field)
+    if value < 0:
+        raise ProtocolError("bad-field", f"field {field!r} must not be negative")
+    return value
+
+
+def _parse_burn(obj: dict[str, Any]) -> int | None:
+    burn = obj.get("burn")
+    if burn is None:
+        return None
+    if not isinstance(burn, dict):
+        raise ProtocolError("bad-field", "field 'burn' must be an object or null")
+    if not _require_bool(burn, "afterReading"):
+        return None
+    ttl = burn.get("ttlSeconds")
+    return burn_ttl_s(None if ttl is None else _require_int(burn, "ttlSeconds"))
+
+
+def _parse_chat_send(obj: dict[str, Any]) -> ChatSend:
+    try:
+        client_id = check_client_id(_require_str(obj, "clientId"))
+        attachments = normalise_attachments(_optional_str_list(obj, "attachments"))
+        text = normalise_text(_require_str(obj, "text"), has_attachments=bool(attachments))
+        mentions = normalise_mentions(_optional_str_list(obj, "mentions"))
+        ttl = _parse_burn(obj)
+    except ChatRejected as exc:
+        raise ProtocolError(exc.code, exc.message) from None
+    return ChatSend(client_id, text, mentions, attachments, ttl)
+
+
+def _parse_chat_receipt(obj: dict[str, Any]) -> ChatReceipt:
+    delivered = _optional_seq(obj, "delivered")
+    read = _optional_seq(obj, "read")
+    if delivered is None and read is None:
+        raise ProtocolError("bad-field", "chat-receipt needs 'delivered' or 'read'")
+    return ChatReceipt(delivered=delivered, read=read)
+
+
 def parse_client_message(raw: str | bytes) -> ClientMessage:
     """Parse one WebSocket message; raises :class:`ProtocolError` and nothing else.
 
@@ -389,6 +482,13 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
                 "bad-field", "field 'role' must be host, specialist, bedside or observer"
             )
         return SetRole(participant_id=_require_participant(obj), role=role)
+    if type_ == "chat-send":
+        return _parse_chat_send(obj)
+    if type_ == "chat-sync":
+        after = _optional_seq(obj, "after")
+        return ChatSync(after=after or 0)
+    if type_ == "chat-receipt":
+        return _parse_chat_receipt(obj)
     shown = type_ if len(type_) <= 40 else type_[:40] + "…"
     raise ProtocolError("unknown-type", f"unknown message type {shown!r}")
 

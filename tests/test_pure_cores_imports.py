@@ -35,6 +35,7 @@ PURE_MODULES = [
     "media.recording",
     "tools.qa_metrics",
     "signaling.audit_chain",
+    "signaling.chat",
 ]
 FORBIDDEN = {"asyncio", "aiortc", "aioice", "aiohttp", "av"}
 OUR_PACKAGES = {"media", "sfu", "signaling", "jitter", "tools"}

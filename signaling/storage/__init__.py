@@ -5,10 +5,11 @@ A networked database can replace it later by implementing the same Protocols.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from signaling.audit_chain import AuditEntry
+from signaling.chat import BurnCandidate, ChatDraft, ChatMessage, Receipt, ReceiptUpdate
 
 
 class AuditRepository(Protocol):
@@ -27,3 +28,36 @@ class AuditRepository(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class ChatRepository(Protocol):
+    """Room chat: messages in per-room order, read receipts, burn-after-reading."""
+
+    def append(self, draft: ChatDraft, now_ms: int) -> tuple[ChatMessage, bool]:
+        """Store with the room's next seq in one transaction; a resend of the same
+        (room, sender, clientId) returns the stored message and False."""
+        ...
+
+    def page(self, room: str, after: int, limit: int) -> tuple[list[ChatMessage], bool]:
+        """Messages with seq > after, oldest first, at most `limit`; True if more follow."""
+        ...
+
+    def last_seq(self, room: str) -> int: ...
+
+    def receipts(self, room: str) -> list[Receipt]: ...
+
+    def update_receipt(
+        self, room: str, identity: str, delivered: int | None, read: int | None
+    ) -> ReceiptUpdate | None:
+        """Raise the participant's watermarks; None when nothing moved."""
+        ...
+
+    def read_marks(self, room: str) -> dict[str, int]: ...
+
+    def pending_burns(self, room: str, up_to_seq: int, limit: int) -> list[BurnCandidate]: ...
+
+    def expired_burns(self, now_ms: int, limit: int) -> list[BurnCandidate]: ...
+
+    def burn(self, ids: Sequence[str]) -> list[str]:
+        """Delete the messages so that no trace of their content stays in storage."""
+        ...

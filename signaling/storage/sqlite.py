@@ -106,6 +106,9 @@ class SqliteStore:
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows are zeroed on disk, not just unlinked: a burned chat message must
+            # not be recoverable from the file's free pages.
+            conn.execute("PRAGMA secure_delete=ON")
             migrate(conn)
             self._conn = conn
         return self._conn
