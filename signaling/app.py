@@ -31,6 +31,8 @@ from signaling.auth import (
     is_valid_role,
     new_identity,
 )
+from signaling.chat import NoFiles
+from signaling.chat_service import CHAT_COMMANDS, ChatService
 from signaling.config import Settings
 from signaling.messages import (
     MAX_MESSAGE_BYTES,
@@ -56,6 +58,7 @@ from signaling.messages import (
 from signaling.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from signaling.metrics import registry_for
 from signaling.metrics import render as render_metrics
+from signaling.storage.chat_sqlite import SqliteChatRepository
 from signaling.storage.rooms_sqlite import SqliteEndedRooms
 from signaling.storage.sqlite import SqliteStore
 
@@ -73,6 +76,7 @@ AUTHORITY = web.AppKey("authority", TokenAuthority)
 METRICS = web.AppKey("metrics", CollectorRegistry)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 AUDIT = web.AppKey("audit", AuditLog)
+CHAT = web.AppKey("chat", ChatService)
 
 
 def _now_s() -> int:
@@ -145,6 +149,9 @@ async def _serve_socket(
                 if not isinstance(parsed, Join):
                     raise ProtocolError("not-joined", "send a join message first")
                 session = link.session = await _join(app, parsed, link)
+                continue
+            if isinstance(parsed, CHAT_COMMANDS):
+                await app[CHAT].handle(session, parsed, link.grant)
                 continue
             session = await _handle(session, parsed, link)
             if session is None:
@@ -730,6 +737,7 @@ def create_app(settings: Settings) -> web.Application:
         )
     )
     app[SFU].ended_rooms = SqliteEndedRooms(store)
+    app[CHAT] = ChatService(SqliteChatRepository(store), app[AUDIT], app[SFU], files=NoFiles())
     app[METRICS] = registry_for(app[SFU])
     app[SOCKETS] = set()
     configure_ice_hosts(settings.ice_hosts)
@@ -745,6 +753,16 @@ def create_app(settings: Settings) -> web.Application:
         await asyncio.sleep(0)
 
     app.cleanup_ctx.append(lifetime)
+
+    async def chat_burn_sweeper(app: web.Application) -> AsyncIterator[None]:
+        # Registered after `lifetime`, so it stops before the store closes.
+        task = asyncio.create_task(app[CHAT].run_sweeper())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(chat_burn_sweeper)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -84,15 +84,17 @@ def test_burn_candidates_and_burning(repo: SqliteChatRepository) -> None:
     repo.append(_draft(1), now_ms=1000)
     burner, _ = repo.append(_draft(2, burn_ttl_s=10, recipients=frozenset({"b", "c"})), now_ms=2000)
     assert burner.burn_expires_ms == 12_000
-    [pending] = repo.pending_burns("ward", up_to_seq=2, limit=10)
+    [pending] = repo.pending_burns("ward", "b", after=0, up_to=2, limit=10)
     assert pending.recipients == {"b", "c"} and pending.sender == "a" and pending.seq == 2
-    assert repo.pending_burns("ward", up_to_seq=1, limit=10) == []
+    assert repo.pending_burns("ward", "b", after=0, up_to=1, limit=10) == []
+    assert repo.pending_burns("ward", "b", after=2, up_to=5, limit=10) == []
+    assert repo.pending_burns("ward", "a", after=0, up_to=2, limit=10) == []  # the sender
     assert repo.expired_burns(now_ms=11_999, limit=10) == []
     assert [c.id for c in repo.expired_burns(now_ms=12_000, limit=10)] == [burner.id]
     assert repo.burn([burner.id, "unknown"]) == [burner.id]
     assert repo.burn([burner.id]) == []
     assert [m.seq for m in repo.page("ward", 0, 10)[0]] == [1]
-    assert repo.pending_burns("ward", up_to_seq=9, limit=10) == []
+    assert repo.pending_burns("ward", "b", after=0, up_to=9, limit=10) == []
     # The seq is not reused: the next message is 3, the gap marks the burned one.
     assert repo.append(_draft(3), now_ms=3000)[0].seq == 3
 

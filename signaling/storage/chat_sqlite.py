@@ -199,11 +199,18 @@ class SqliteChatRepository:
             )
         return candidates
 
-    def pending_burns(self, room: str, up_to_seq: int, limit: int) -> list[BurnCandidate]:
-        """A room's burn-after-reading messages with seq <= up_to_seq, oldest first."""
+    def pending_burns(
+        self, room: str, reader: str, after: int, up_to: int, limit: int
+    ) -> list[BurnCandidate]:
+        """The room's burn-after-reading messages with after < seq <= up_to that ``reader``
+        must read, oldest first: the ones a read receipt from them may complete."""
         with self.store.reading() as conn:
             return self._candidates(
-                conn, "room = ? AND seq <= ? ORDER BY seq LIMIT ?", (room, up_to_seq, limit)
+                conn,
+                "room = ? AND seq > ? AND seq <= ? AND id IN "
+                "(SELECT message_id FROM chat_burn_recipient WHERE identity = ?) "
+                "ORDER BY seq LIMIT ?",
+                (room, after, up_to, reader, limit),
             )
 
     def expired_burns(self, now_ms: int, limit: int) -> list[BurnCandidate]:
