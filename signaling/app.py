@@ -783,4 +783,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/tokens", mint_token)
     app.router.add_get("/api/dev-token", dev_token)
     app.router.add_static("/static", STATIC_DIR, show_index=False)
+    # Shared files (tus uploads, downloads); that module imports this one's keys.
+    from signaling.files import add_file_routes
+
+    add_file_routes(app)
     return app

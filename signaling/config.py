@@ -32,6 +32,8 @@ class Settings:
     data_dir: str = "data"
     # NACK/RTX loss repair on both legs; switched off only to measure what it buys.
     nack: bool = True
+    # Largest file one tus upload may carry (Tus-Max-Size); a zipped CT study is a few GB.
+    max_upload_bytes: int = 8 * 1024**3
 
     @property
     def dev_mode(self) -> bool:
@@ -103,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where recordings and the audit log are written (default ./recordings)",
     )
     serve.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    serve.add_argument(
+        "--max-upload-bytes", type=int, help="largest shared file in bytes (default 8 GiB)"
+    )
     serve.add_argument("--log-level", default="INFO")
     audit = sub.add_parser("audit", help="inspect the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
@@ -163,6 +168,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         s.nack = False
     elif env.get("CONSILIUM_NACK", "").strip().lower() in ("0", "off", "false", "no"):
         s.nack = False
+    s.max_upload_bytes = int(
+        pick(getattr(args, "max_upload_bytes", None), "MAX_UPLOAD_BYTES") or s.max_upload_bytes
+    )
+    if s.max_upload_bytes < 1:
+        raise ValueError("--max-upload-bytes must be at least 1")
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
     if s.max_participants < 1:

@@ -29,6 +29,16 @@ CONTRACT_OPERATIONS = {
     ("post", "/api/rooms/{room}/participants/{identity}/mute"),
     ("put", "/api/rooms/{room}/participants/{identity}/role"),
     ("post", "/api/rooms/{room}/end"),
+    # Sharing studies: tus uploads, instant uploads, listing, signed downloads.
+    ("options", "/api/rooms/{room}/uploads"),
+    ("post", "/api/rooms/{room}/uploads"),
+    ("head", "/api/rooms/{room}/uploads/{upload}"),
+    ("patch", "/api/rooms/{room}/uploads/{upload}"),
+    ("delete", "/api/rooms/{room}/uploads/{upload}"),
+    ("post", "/api/rooms/{room}/files/instant"),
+    ("get", "/api/rooms/{room}/files"),
+    ("post", "/api/rooms/{room}/files/{file}/link"),
+    ("get", "/files/{file}"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
@@ -39,8 +49,22 @@ CONTRACT_FIELDS = {
     "TokenRequest": {"room", "identity", "name", "role", "ttlSeconds", "permissions"},
     "TokenResponse": {"token", "identity", "expiresAt", "url"},
     "Error": {"error"},
+    "FileInfo": {"id", "name", "size", "type", "sha256", "uploadedBy", "uploadedAt", "dicom"},
+    "DicomSummary": {
+        "modality",
+        "studyDate",
+        "studyDescription",
+        "seriesCount",
+        "instanceCount",
+    },
+    "DownloadLink": {"url", "expiresAt"},
 }
 SUCCESS_STATUS = {
+    ("options", "/api/rooms/{room}/uploads"): "204",
+    ("post", "/api/rooms/{room}/uploads"): "201",
+    ("patch", "/api/rooms/{room}/uploads/{upload}"): "204",
+    ("delete", "/api/rooms/{room}/uploads/{upload}"): "204",
+    ("post", "/api/rooms/{room}/files/instant"): "201",
     ("get", "/healthz"): "200",
     ("post", "/api/rooms"): "201",
     ("delete", "/api/rooms/{room}"): "204",

@@ -35,6 +35,9 @@ PURE_MODULES = [
     "media.recording",
     "tools.qa_metrics",
     "signaling.audit_chain",
+    "signaling.tus",
+    "signaling.file_links",
+    "signaling.dicom_summary",
     "signaling.chat",
 ]
 FORBIDDEN = {"asyncio", "aiortc", "aioice", "aiohttp", "av"}

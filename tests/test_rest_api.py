@@ -549,7 +549,7 @@ def test_openapi_paths_match_the_router(server: Any) -> None:
         (method, path)
         for path, item in doc["paths"].items()
         for method in item
-        if method in {"get", "put", "post", "delete", "patch"}
+        if method in {"get", "put", "post", "delete", "patch", "options"}
     }
     routed: set[tuple[str, str]] = set()
     for route in server.app.router.routes():

@@ -65,3 +65,15 @@ class ChatRepository(Protocol):
     def burn(self, ids: Sequence[str]) -> list[str]:
         """Delete the messages so that no trace of their content stays in storage."""
         ...
+
+
+class FileRepository(Protocol):
+    """Files shared in rooms (signaling.storage.files_sqlite is the SQLite implementation)."""
+
+    def get(self, room: str, file_id: str) -> dict[str, Any] | None:
+        """The FileInfo dict of a file shared in that room; None for an unknown id."""
+        ...
+
+    def list_room(self, room: str) -> list[dict[str, Any]]:
+        """The room's FileInfo dicts, newest last."""
+        ...
