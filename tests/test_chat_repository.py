@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,23 @@ def test_burned_text_leaves_no_bytes_in_the_files(tmp_path: Path) -> None:
     repo.burn([burner.id])
     assert marker.encode() not in on_disk()
     assert [m.seq for m in repo.page("ward", 0, 10)[0]] == [1, 3]
+
+
+def test_a_blocked_checkpoint_is_retried_by_the_next_sweep(tmp_path: Path) -> None:
+    store = SqliteStore.in_dir(tmp_path)
+    repo = SqliteChatRepository(store)
+    marker = "MARKER-a41d-blocked-checkpoint"
+    repo.append(_draft(1), now_ms=1)
+    burner, _ = repo.append(_draft(2, text=marker, burn_ttl_s=60), now_ms=2)
+    wal = tmp_path / "consilium.db-wal"
+    # Another process holds a read snapshot that still contains the message.
+    reader = sqlite3.connect(tmp_path / "consilium.db", isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT COUNT(*) FROM chat_message").fetchone()[0] == 2
+    assert repo.burn([burner.id]) == [burner.id]
+    assert marker.encode() in wal.read_bytes()  # could not be truncated yet
+    reader.execute("COMMIT")
+    reader.close()
+    assert repo.expired_burns(now_ms=0, limit=10) == []
+    on_disk = (tmp_path / "consilium.db").read_bytes() + wal.read_bytes()
+    assert marker.encode() not in on_disk

@@ -6,6 +6,7 @@ Calls are synchronous; the signaling shell runs the ones that page or scan in a 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,8 @@ from signaling.chat import (
     next_sent_ms,
 )
 from signaling.storage.sqlite import SqliteStore
+
+log = logging.getLogger("consilium.chat")
 
 _COLUMNS = (
     "id, room, seq, sender, sender_name, sender_role, client_id, body, sent_ms, "
@@ -52,6 +55,8 @@ class SqliteChatRepository:
 
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
+        # A checkpoint another process's reader blocked: retried on the next sweep.
+        self._wal_dirty = False
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -215,6 +220,8 @@ class SqliteChatRepository:
 
     def expired_burns(self, now_ms: int, limit: int) -> list[BurnCandidate]:
         """Burn-after-reading messages of any room whose time is up, soonest expiry first."""
+        if self._wal_dirty:
+            self._checkpoint()
         with self.store.reading() as conn:
             return self._candidates(
                 conn, "burn_expires_ms <= ? ORDER BY burn_expires_ms LIMIT ?", (now_ms, limit)
@@ -235,6 +242,19 @@ class SqliteChatRepository:
                     burned.append(id_)
                 conn.execute("DELETE FROM chat_burn_recipient WHERE message_id = ?", (id_,))
         if burned:
-            with self.store.reading() as conn:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._checkpoint()
         return burned
+
+    def _checkpoint(self) -> None:
+        with self.store.reading() as conn:
+            # Another process reading (e.g. `consilium audit verify`) makes TRUNCATE wait on the
+            # busy handler; wait briefly, not the store's 10 s, since the lock is held meanwhile.
+            (previous,) = conn.execute("PRAGMA busy_timeout").fetchone()
+            conn.execute("PRAGMA busy_timeout = 200")
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(previous)}")
+        self._wal_dirty = bool(busy)
+        if busy:
+            log.warning("a reader blocked the WAL checkpoint after a burn; retrying on next sweep")
