@@ -31,7 +31,6 @@ from signaling.auth import (
     is_valid_role,
     new_identity,
 )
-from signaling.chat import NoFiles
 from signaling.chat_service import CHAT_COMMANDS, ChatService
 from signaling.config import Settings
 from signaling.messages import (
@@ -737,7 +736,7 @@ def create_app(settings: Settings) -> web.Application:
         )
     )
     app[SFU].ended_rooms = SqliteEndedRooms(store)
-    app[CHAT] = ChatService(SqliteChatRepository(store), app[AUDIT], app[SFU], files=NoFiles())
+    app[CHAT] = ChatService(SqliteChatRepository(store), app[AUDIT], app[SFU])
     app[METRICS] = registry_for(app[SFU])
     app[SOCKETS] = set()
     configure_ice_hosts(settings.ice_hosts)
@@ -784,7 +783,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/dev-token", dev_token)
     app.router.add_static("/static", STATIC_DIR, show_index=False)
     # Shared files (tus uploads, downloads); that module imports this one's keys.
-    from signaling.files import add_file_routes
+    from signaling.files import FILES, add_file_routes
 
     add_file_routes(app)
+    # Chat attachments name files shared in the same room.
+    app[CHAT].files = app[FILES].repo
     return app

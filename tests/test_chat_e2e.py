@@ -9,7 +9,9 @@ Sockets on loopback: run inside the namespace:
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -116,9 +118,9 @@ class Client:
             await self._reader
 
 
-def _token(app: Any, identity: str, role: str) -> str:
+def _token(app: Any, identity: str, role: str, room_id: str = ROOM) -> str:
     token: str = app[AUTHORITY].mint(
-        room=ROOM,
+        room=room_id,
         identity=identity,
         name=identity.title(),
         role=role,
@@ -331,6 +333,58 @@ async def test_observer_reads_but_cannot_post_and_bad_input_is_refused(
         assert error["code"] == "bad-field" and "no such file" in error["message"]
         assert (await host.post("h2", "still here"))["seq"] == 2
         assert len(_audit(app, "message-sent")) == 2
+
+
+async def _upload(http: aiohttp.ClientSession, url: str, token: str, room_id: str) -> str:
+    """A small file shared with tus in that room; returns its file id."""
+    name = base64.b64encode(b"echo report.txt").decode()
+    kind = base64.b64encode(b"text/plain").decode()
+    headers = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {token}"}
+    async with http.post(
+        f"{url}/api/rooms/{room_id}/uploads",
+        headers={
+            **headers,
+            "Upload-Length": "5",
+            "Upload-Metadata": f"filename {name},filetype {kind}",
+        },
+    ) as created:
+        assert created.status == 201, await created.text()
+        location = created.headers["Location"]
+    async with http.patch(
+        url + location,
+        data=b"hello",
+        headers={
+            **headers,
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+    ) as done:
+        assert done.status == 204, await done.text()
+        return done.headers["Consilium-File-Id"]
+
+
+async def test_attachments_are_files_shared_in_the_room(server_settings: Settings) -> None:
+    async with room(server_settings, ("host", "host"), ("spec", "specialist")) as (app, http, c):
+        host, spec = c
+        file_id = await _upload(http, host.url, host.token, ROOM)
+        message = await host.post("f1", "", attachments=[file_id, file_id])
+        [info] = message["attachments"]
+        assert info["id"] == file_id and info["name"] == "echo report.txt"
+        assert info["size"] == 5 and info["sha256"] == hashlib.sha256(b"hello").hexdigest()
+        assert message["text"] == ""
+        assert (await spec.next("chat-message"))["message"]["attachments"] == [info]
+        [sent] = _audit(app, "message-sent")
+        assert sent["attachments"] == [file_id]
+        assert "echo report" not in json.dumps(_audit(app, "message-sent"))
+
+        # A file of another room is not this room's to attach.
+        other = _token(app, "host", "host", room_id="icu")
+        elsewhere = await _upload(http, host.url, other, "icu")
+        await host.send(
+            {"type": "chat-send", "clientId": "f2", "text": "x", "attachments": [elsewhere]}
+        )
+        error = await host.error()
+        assert error["code"] == "bad-field" and "no such file" in error["message"]
 
 
 # -- persistence ----------------------------------------------------------------------------
