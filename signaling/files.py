@@ -274,11 +274,13 @@ async def _share(
 # --------------------------------------------------------------------------- disk work
 
 
-def _write_and_hash(fp: IO[bytes], hasher: Any, data: bytes) -> int:
+def _write_and_hash(fp: IO[bytes], hasher: Any, chunks: list[bytes]) -> int:
     # Both release the GIL on large buffers: this thread and the event loop run side by side.
-    hasher.update(data)
-    fp.write(data)
-    return len(data)
+    # The chunks are passed as received: no copy into one big buffer.
+    for chunk in chunks:
+        hasher.update(chunk)
+    fp.writelines(chunks)
+    return sum(len(c) for c in chunks)
 
 
 def _rehash(part: Path, offset: int) -> tuple[Any, int]:
@@ -496,24 +498,26 @@ async def _receive(
     """
     received = 0
     overrun = False
-    batch = bytearray()
+    batch: list[bytes] = []
+    batched = 0
     pending: Awaitable[int] | None = None
     fp = service.part_path(upload.id).open("r+b")
     fp.seek(upload.offset)
 
     def flush() -> Awaitable[int]:
-        data = bytes(batch)
-        batch.clear()
-        return asyncio.ensure_future(asyncio.to_thread(_write_and_hash, fp, active.hasher, data))
+        nonlocal batch, batched
+        chunks, batch, batched = batch, [], 0
+        return asyncio.ensure_future(asyncio.to_thread(_write_and_hash, fp, active.hasher, chunks))
 
     try:
         try:
             async for chunk in request.content.iter_any():
-                if received + len(batch) + len(chunk) > remaining:
+                if received + batched + len(chunk) > remaining:
                     overrun = True
                     break
-                batch += chunk
-                if len(batch) >= BATCH_BYTES:
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= BATCH_BYTES:
                     # One batch is written while the next one arrives.
                     if pending is not None:
                         received += await pending
