@@ -2,9 +2,17 @@
 // publishes camera+mic on one RTCPeerConnection and receives everyone else on a second one
 // that the server offers. Plain ES module, no build step.
 
+import { initChat } from './chat.js';
+import { initFiles } from './files.js';
+
 const PROTOCOL_VERSION = 1;
 const ICE_GATHER_TIMEOUT_MS = 3000; // the server takes no trickled candidates
 const PING_INTERVAL_MS = 20000;
+// A socket that hears nothing (not even pong) this long is dead even if no close event came.
+const SILENCE_LIMIT_MS = 50000;
+// Reconnection after an unexpected drop: 1, 2, 4, 8, then every 10 s, for about two minutes.
+const RECONNECT_MAX_DELAY_MS = 10000;
+const RECONNECT_GIVE_UP_MS = 120000;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -37,6 +45,13 @@ const ui = {
   recBadge: $('rec-badge'),
   recTime: $('rec-time'),
   enableSound: $('enable-sound'),
+  btnChat: $('btn-chat'),
+  sidePanel: $('side-panel'),
+  sideClose: $('side-close'),
+  tabChat: $('tab-chat'),
+  tabFiles: $('tab-files'),
+  chatPane: $('chat-pane'),
+  filesPane: $('files-pane'),
 };
 
 const ROLE_LABELS = {
@@ -89,6 +104,7 @@ const consilium = {
   reportViewport: () => reportViewport(true),
   debug: params.get('debug') === '1',
   recording: { active: false, startedAt: null, startedBy: null },
+  reconnects: 0, // successful rejoins after a dropped connection
 };
 window.consilium = consilium;
 
@@ -104,6 +120,14 @@ let soundBlocked = false;
 let tokenPermissions = null; // from the JWT payload, only to decide what to offer in the UI
 let recTimer = null;
 let selfPermissions = []; // joined.self.permissions (what the server will let us do)
+let joinToken = null; // kept for rejoining after a dropped connection (and for REST calls)
+let reconnect = null; // {attempt, since, timer} while trying to get back in
+let lastHeardAt = 0; // Date.now() of the last message from the server
+let mediaTried = false; // getUserMedia asked once; a rejoin reuses its answer
+const joinedHooks = []; // (msg, isRejoin) => void: chat and files catch up after each join
+const messageHandlers = new Map(); // message type -> handler (chat, files)
+const errorHooks = []; // (msg) => true when a module explained this error itself
+const participantHooks = []; // () => void after anyone joins, leaves or changes
 const audioState = { muted: false };
 const videoState = { muted: false };
 
@@ -284,13 +308,20 @@ async function fetchDevToken(room, name, role) {
 }
 
 function connect(token) {
-  setStatus('Connecting…');
+  joinToken = token;
+  if (!reconnect) setStatus('Connecting…');
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  ws = new WebSocket(`${proto}//${location.host}/ws`);
-  ws.addEventListener('open', () => {
+  const sock = new WebSocket(`${proto}//${location.host}/ws`);
+  ws = sock;
+  // Events of a socket we already gave up on (replaced by a newer one) are ignored.
+  sock.addEventListener('open', () => {
+    if (ws !== sock) return;
+    lastHeardAt = Date.now();
     send({ type: 'join', version: PROTOCOL_VERSION, token });
   });
-  ws.addEventListener('message', (ev) => {
+  sock.addEventListener('message', (ev) => {
+    if (ws !== sock) return;
+    lastHeardAt = Date.now();
     let msg;
     try { msg = JSON.parse(ev.data); } catch { return; }
     handleMessage(msg).catch((err) => {
@@ -299,20 +330,84 @@ function connect(token) {
         { fatal: false });
     });
   });
-  ws.addEventListener('close', () => {
-    clearInterval(pingTimer);
-    if (intentionalClose || consilium.state === 'left' || consilium.state === 'error') return;
+  sock.addEventListener('close', () => {
+    if (ws !== sock) return;
+    onSocketClosed();
+  });
+}
+
+function onSocketClosed() {
+  clearInterval(pingTimer);
+  if (intentionalClose || consilium.state === 'left' || consilium.state === 'error') return;
+  if (consilium.self) {
+    // We were in the call: the network dropped, not the server's decision. Get back in.
+    scheduleReconnect();
+    return;
+  }
+  teardownMedia();
+  showError('The connection to the server was closed unexpectedly.');
+  setStatus('Disconnected');
+  offerRejoin('Connection lost', '', 'Rejoin');
+}
+
+function scheduleReconnect() {
+  if (!reconnect) {
+    reconnect = { attempt: 0, since: Date.now(), timer: null };
+    dropCallConnections();
+    setState('reconnecting');
+    showBanner('Connection lost. Reconnecting…', 'warn');
+  }
+  clearTimeout(reconnect.timer);
+  if (Date.now() - reconnect.since > RECONNECT_GIVE_UP_MS) {
+    reconnect = null;
     teardownMedia();
-    showError('The connection to the server was closed unexpectedly.');
+    showError('The connection to the server was lost and could not be restored. '
+      + 'Check your network, then rejoin.');
     setStatus('Disconnected');
     offerRejoin('Connection lost', '', 'Rejoin');
-  });
+    return;
+  }
+  const delay = Math.min(1000 * 2 ** reconnect.attempt, RECONNECT_MAX_DELAY_MS);
+  reconnect.attempt += 1;
+  setStatus(`Reconnecting… (attempt ${reconnect.attempt})`);
+  reconnect.timer = setTimeout(() => connect(joinToken), delay);
+}
+
+// The network came back: try now rather than at the end of the back-off.
+window.addEventListener('online', () => {
+  if (reconnect && (!ws || ws.readyState !== WebSocket.CONNECTING)) {
+    clearTimeout(reconnect.timer);
+    connect(joinToken);
+  }
+});
+
+// A socket can die without a close event (a NAT forgets it, a phone changes network): if the
+// server has said nothing for too long, drop it ourselves.
+setInterval(() => {
+  if (consilium.state !== 'joined' || !ws || Date.now() - lastHeardAt < SILENCE_LIMIT_MS) return;
+  const dead = ws;
+  ws = null;
+  try { dead.close(4000, 'silent'); } catch { /* already closing */ }
+  onSocketClosed();
+}, 5000);
+
+// A warning banner without a close button (replaced when the situation changes).
+function showBanner(message, kind) {
+  ui.error.replaceChildren();
+  ui.error.className = `banner ${kind}`;
+  const text = document.createElement('span');
+  text.className = 'banner-text';
+  text.textContent = message;
+  ui.error.append(text);
+  ui.error.hidden = false;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Protocol messages.
 
 async function handleMessage(msg) {
+  const extra = messageHandlers.get(msg.type);
+  if (extra) return extra(msg);
   switch (msg.type) {
     case 'joined': return onJoined(msg);
     case 'publish-answer':
@@ -352,15 +447,26 @@ async function handleMessage(msg) {
 }
 
 async function onJoined(msg) {
+  const rejoin = reconnect !== null;
+  if (rejoin) {
+    clearTimeout(reconnect.timer);
+    reconnect = null;
+    consilium.reconnects += 1;
+  }
   iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
   consilium.self = msg.self;
+  consilium.room = msg.room;
   setState('joined');
   ui.roomName.textContent = msg.room;
   show(ui.callView);
   ui.error.hidden = true;
   consilium.error = null;
+  clearInterval(pingTimer);
   pingTimer = setInterval(() => send({ type: 'ping' }), PING_INTERVAL_MS);
 
+  // After a rejoin the server's list is the truth: drop whoever left while we were away.
+  const present = new Set((msg.participants || []).map((p) => p.id));
+  for (const id of [...participants.keys()]) if (!present.has(id)) removeParticipant(id);
   for (const p of msg.participants || []) {
     if (p.id !== msg.self.id) upsertParticipant(p);
   }
@@ -375,6 +481,9 @@ async function onJoined(msg) {
   for (const p of participants.values()) renderTile(p);
   applyRecording(msg.recording || { active: false });
   const canPublish = msg.self.role !== 'observer' && (perms === null || perms.includes('publish'));
+  for (const hook of joinedHooks) {
+    try { hook(msg, rejoin); } catch (err) { console.error('consilium: join hook', err); }
+  }
   if (canPublish) await startPublishing();
   else {
     ui.selfView.hidden = true;
@@ -384,13 +493,15 @@ async function onJoined(msg) {
 }
 
 function onServerError(msg) {
+  if (!msg.fatal && consilium.state === 'joined' && errorHooks.some((hook) => hook(msg))) return;
   const human = ERROR_MESSAGES[msg.code];
   const text = human
     ? `${human}${msg.code === 'room-full' || !msg.message ? '' : ` (${msg.message})`}`
     : `Server error (${msg.code}): ${msg.message || 'no details'}`;
   // Before `joined` any refusal ends the attempt, whether or not the server marks it fatal.
-  if (msg.fatal || consilium.state === 'connecting') {
+  if (msg.fatal || consilium.state === 'connecting' || consilium.state === 'reconnecting') {
     intentionalClose = true;
+    if (reconnect) { clearTimeout(reconnect.timer); reconnect = null; }
     teardownMedia();
     if (ws) ws.close(1000, 'error');
     showError(text);
@@ -459,7 +570,12 @@ async function hostRemove(p) {
 // Publishing: our camera and mic, client-offered, send-only.
 
 async function startPublishing() {
-  localStream = await getLocalMedia();
+  // A rejoin after a dropped connection keeps the camera running and asks for nothing again.
+  const fresh = !mediaTried;
+  if (fresh) {
+    mediaTried = true;
+    localStream = await getLocalMedia();
+  }
   if (!localStream) {
     ui.btnMic.disabled = true;
     ui.btnCam.disabled = true;
@@ -469,6 +585,11 @@ async function startPublishing() {
     sendMute('video', true);
     return;
   }
+  if (fresh) watchTrackEnds();
+  await publishLocalStream();
+}
+
+function watchTrackEnds() {
   for (const track of localStream.getTracks()) {
     track.addEventListener('ended', () => {
       // Unplugged device, revoked permission or the OS took the camera away.
@@ -480,6 +601,10 @@ async function startPublishing() {
       sendMute(track.kind, true);
     });
   }
+}
+
+async function publishLocalStream() {
+  if (pubPc) pubPc.close();
   ui.selfVideo.srcObject = localStream;
   ui.selfVideo.play().catch(() => { /* muted self-view: autoplay is allowed */ });
   ui.btnMic.disabled = localStream.getAudioTracks().length === 0;
@@ -501,9 +626,10 @@ async function startPublishing() {
   await pubPc.setLocalDescription(offer);
   await waitForIceGathering(pubPc);
   send({ type: 'publish', sdp: pubPc.localDescription.sdp });
-  // Tell the others about devices we do not have, so their tiles show it.
-  if (localStream.getAudioTracks().length === 0) sendMute('audio', true);
-  if (localStream.getVideoTracks().length === 0) sendMute('video', true);
+  // Tell the others about devices we do not have (or have muted: a rejoined session starts
+  // unmuted on the server), so their tiles show it.
+  if (localStream.getAudioTracks().length === 0 || audioState.muted) sendMute('audio', true);
+  if (localStream.getVideoTracks().length === 0 || videoState.muted) sendMute('video', true);
 }
 
 // Simulcast: the camera is sent as up to three encodings (1/4, 1/2 and full size), lowest
@@ -877,6 +1003,7 @@ function upsertParticipant(p) {
   ensureTile(p);
   renderTile(p);
   updateStatus();
+  for (const hook of participantHooks) hook();
 }
 
 function removeParticipant(id) {
@@ -892,6 +1019,7 @@ function removeParticipant(id) {
     tile.remove();
   }
   updateStatus();
+  for (const hook of participantHooks) hook();
 }
 
 function tileFor(id) {
@@ -1030,7 +1158,20 @@ function renderRecTime() {
   ui.recTime.textContent = h ? `${h}:${mm.padStart(2, '0')}:${ss}` : `${mm}:${ss}`;
 }
 
+// The peer connections die with the signaling session; the camera keeps running for the rejoin.
+function dropCallConnections() {
+  clearInterval(pingTimer);
+  if (pubPc) { pubPc.close(); pubPc = null; }
+  if (subPc) { subPc.close(); subPc = null; }
+  tracksByMid.clear();
+  negotiation = Promise.resolve();
+  for (const v of ui.tiles.querySelectorAll('video')) v.srcObject = null;
+  for (const tile of ui.tiles.querySelectorAll('.tile')) tile.dataset.hasVideo = 'false';
+  for (const p of participants.values()) renderTile(p);
+}
+
 function teardownMedia() {
+  if (reconnect) { clearTimeout(reconnect.timer); reconnect = null; }
   clearInterval(pingTimer);
   clearInterval(recTimer);
   ui.recBadge.hidden = true;
@@ -1067,6 +1208,64 @@ function offerRejoin(title, detail, linkText = 'Rejoin', { allowRejoin = true } 
   show(ui.leftView);
   if (allowRejoin) ui.rejoin.focus();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The side panel: chat and shared files (a column beside the videos; a sheet on phones).
+
+function panelOpen() {
+  return !ui.sidePanel.hidden;
+}
+
+function setPanel(open, tab) {
+  ui.sidePanel.hidden = !open;
+  ui.btnChat.setAttribute('aria-expanded', String(open));
+  document.body.classList.toggle('panel-open', open);
+  if (tab) selectTab(tab);
+  scheduleViewport(); // the tiles change size
+  if (open) {
+    const log = document.getElementById('chat-log');
+    log.scrollTop = log.scrollHeight;
+  }
+  chat.receiptsNow();
+}
+
+function selectTab(tab) {
+  const chatTab = tab === 'chat';
+  ui.tabChat.setAttribute('aria-selected', String(chatTab));
+  ui.tabFiles.setAttribute('aria-selected', String(!chatTab));
+  ui.chatPane.hidden = !chatTab;
+  ui.filesPane.hidden = chatTab;
+  chat.receiptsNow();
+}
+
+const workspace = {
+  send,
+  on: (type, fn) => messageHandlers.set(type, fn),
+  onJoined: (fn) => joinedHooks.push(fn),
+  onError: (fn) => errorHooks.push(fn),
+  onParticipantsChanged: (fn) => participantHooks.push(fn),
+  self: () => consilium.self,
+  participants,
+  permissions: () => selfPermissions,
+  token: () => joinToken,
+  room: () => consilium.room,
+  connected: () => consilium.state === 'joined' && !!ws && ws.readyState === WebSocket.OPEN,
+  inCall: () => consilium.state === 'joined' || consilium.state === 'reconnecting',
+  chatVisible: () => panelOpen() && !ui.chatPane.hidden,
+  openPanel: () => { if (!panelOpen()) setPanel(true); },
+  roleLabel: (role) => ROLE_LABELS[role] || role,
+  showError,
+  shareFiles: (ids) => chat.shareFiles(ids),
+};
+const chat = initChat(workspace);
+initFiles(workspace);
+
+ui.btnChat.addEventListener('click', () => setPanel(!panelOpen(), panelOpen() ? null : 'chat'));
+ui.sideClose.addEventListener('click', () => setPanel(false));
+ui.tabChat.addEventListener('click', () => selectTab('chat'));
+ui.tabFiles.addEventListener('click', () => selectTab('files'));
+// Wide screens start with the chat open beside the videos; phones keep the videos full-screen.
+if (window.matchMedia('(min-width: 1000px)').matches) setPanel(true, 'chat');
 
 main().catch((err) => {
   console.error('consilium: start-up failed', err);

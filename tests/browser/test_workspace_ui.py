@@ -173,3 +173,193 @@ async def test_host_mutes_removes_and_ends(shared_browser: Any, server: Server) 
     await page.wait_for_selector("#error:not([hidden])", timeout=JOIN_TIMEOUT_MS)
     assert "consultation has ended" in (await page.inner_text("#error")).lower()
     await _close_all(host, guest, nurse, page)
+
+
+# --------------------------------------------------------------------------- chat
+
+
+async def _open_chat(page: Any) -> None:
+    if not await page.is_visible("#chat-pane"):
+        if not await page.is_visible("#side-panel"):
+            await page.click("#btn-chat")
+        await page.click("#tab-chat")
+    await page.wait_for_selector("#chat-input", state="visible")
+
+
+async def _say(page: Any, text: str) -> None:
+    await _open_chat(page)
+    await page.fill("#chat-input", text)
+    await page.press("#chat-input", "Enter")
+
+
+def _msg_with(text: str) -> str:
+    return f'#chat-log .msg[data-seq]:has(.text:text-is("{text}"))'
+
+
+async def test_chat_message_receipts_mentions_and_burn(shared_browser: Any, server: Server) -> None:
+    base = f"{server.url}/?room=chatui"
+    alice = await _open(shared_browser, f"{base}&name=Dr%20Alice%20Grey&role=host")
+    bob = await _open(shared_browser, f"{base}&name=Bob%20Nurse&role=bedside")
+    watcher = await _open(shared_browser, f"{base}&name=Student&role=observer")
+    bob_id = await _id(bob)
+
+    # Wide screens open the chat beside the videos; Bob and the observer close it, so the
+    # message shows as unread on their Chat button.
+    for page in (bob, watcher):
+        await page.click("#side-close")
+        assert await page.get_attribute("#btn-chat", "aria-expanded") == "false"
+    await _say(alice, "Patient history: <b>not bold</b>")
+    await bob.wait_for_selector("#chat-badge:not([hidden])", timeout=UI_TIMEOUT_MS)
+    assert (await bob.inner_text("#chat-badge")).strip() == "1"
+    mine = alice.locator(_msg_with("Patient history: <b>not bold</b>"))
+    await mine.wait_for(timeout=UI_TIMEOUT_MS)
+    assert "mine" in (await mine.get_attribute("class") or "")
+    # Delivered to everyone, not yet read (Bob and the observer have not opened the chat).
+    await alice.wait_for_function(
+        "() => document.querySelector('#chat-log .msg.mine .ticks').dataset.status === 'delivered'",
+        timeout=UI_TIMEOUT_MS,
+    )
+
+    await _open_chat(bob)
+    theirs = bob.locator(_msg_with("Patient history: <b>not bold</b>"))
+    await theirs.wait_for(timeout=UI_TIMEOUT_MS)
+    assert await theirs.locator(".who").inner_text() == "Dr Alice Grey"
+    assert (await theirs.locator(".badge").inner_text()).lower() == "host"
+    assert await theirs.locator("b").count() == 0  # text, never markup
+    await bob.wait_for_selector("#chat-badge", state="hidden", timeout=UI_TIMEOUT_MS)
+    await _open_chat(watcher)
+    # Read by everyone: the tick turns to "read" for the sender.
+    await alice.wait_for_function(
+        "() => document.querySelector('#chat-log .msg.mine .ticks').dataset.status === 'read'",
+        timeout=UI_TIMEOUT_MS,
+    )
+
+    # The observer reads but cannot post, and is told why.
+    assert await watcher.is_disabled("#chat-input")
+    assert "observer" in (await watcher.inner_text("#chat-note")).lower()
+    assert not await watcher.is_visible("#btn-attach")
+
+    # Mentions: typing @ suggests participants; the mentioned one sees it highlighted.
+    await alice.click("#chat-input")
+    await alice.keyboard.type("Please check this @Bo")
+    await alice.wait_for_selector("#mention-list li", timeout=UI_TIMEOUT_MS)
+    await alice.keyboard.press("Enter")  # picks the suggestion
+    assert "@Bob Nurse" in await alice.input_value("#chat-input")
+    await alice.keyboard.press("Enter")  # sends
+    mention = bob.locator("#chat-log .msg.mention-me")
+    await mention.wait_for(timeout=UI_TIMEOUT_MS)
+    assert "@Bob Nurse" in await mention.inner_text()
+    await watcher.wait_for_selector(_msg_with("Please check this @Bob Nurse"))
+    assert await watcher.locator("#chat-log .msg.mention-me").count() == 0
+    sent = await alice.evaluate(
+        "() => [...window.consilium.chat.messages.values()].map((m) => m.mentions)"
+    )
+    assert [bob_id] in sent
+
+    # Too long: a clear error, nothing sent.
+    await alice.fill("#chat-input", "x" * 4001)
+    await alice.press("#chat-input", "Enter")
+    assert "too long" in (await alice.inner_text("#chat-note")).lower()
+    await alice.fill("#chat-input", "")
+
+    # Burn after reading: Bob and the observer open it; then it is gone for the sender.
+    await alice.click("#btn-burn")
+    await _say(alice, "Door code 4711")
+    for page in (bob, watcher):
+        burn = page.locator("#chat-log .msg.burn .reveal")
+        await burn.wait_for(timeout=UI_TIMEOUT_MS)
+        assert "4711" not in await page.inner_text("#chat-log")  # not shown until opened
+        await burn.click()
+        assert "4711" in await page.inner_text("#chat-log")
+    await alice.wait_for_selector("#chat-log .msg.burned", timeout=UI_TIMEOUT_MS)
+    assert "4711" not in await alice.inner_text("#chat-log")
+    await bob.wait_for_function(
+        "() => !document.getElementById('chat-log').textContent.includes('4711')",
+        timeout=UI_TIMEOUT_MS,
+    )
+    await _close_all(alice, bob, watcher)
+
+
+# --------------------------------------------------------------------------- reconnection
+
+
+async def _wait_video(page: Any, pid: str) -> None:
+    """The participant's tile plays video that keeps advancing."""
+    sel = f"{_tile(pid)} video"
+    await page.wait_for_function(
+        "(sel) => { const v = document.querySelector(sel);"
+        " return !!v && v.videoWidth > 0 && v.currentTime > 0; }",
+        arg=sel,
+        timeout=JOIN_TIMEOUT_MS,
+    )
+    first = await page.evaluate("(sel) => document.querySelector(sel).currentTime", sel)
+    await page.wait_for_function(
+        "([sel, t]) => document.querySelector(sel).currentTime > t",
+        arg=[sel, first],
+        timeout=JOIN_TIMEOUT_MS,
+    )
+
+
+async def test_reconnect_restores_media_and_catches_up_chat(
+    shared_browser: Any, server: Server
+) -> None:
+    base = f"{server.url}/?room=reconnect"
+    alice = await _open(shared_browser, f"{base}&name=Alice&role=host")
+
+    # Bob's signaling socket runs through a route the test can cut, and refuse while "offline".
+    sockets: list[Any] = []
+    offline = {"on": False}
+
+    async def route(ws: Any) -> None:
+        if offline["on"]:
+            await ws.close(code=1011, reason="offline")
+            return
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    context = await shared_browser.new_context()
+    await context.add_init_script(SMALL_CAMERA)
+    await context.route_web_socket("**/ws", route)
+    bob = await context.new_page()
+    await bob.goto(f"{base}&name=Bob&role=specialist")
+    await bob.wait_for_function(
+        "() => window.consilium && window.consilium.state === 'joined'", timeout=JOIN_TIMEOUT_MS
+    )
+    alice_id, bob_id = await _id(alice), await _id(bob)
+    await _wait_video(bob, alice_id)
+    await _wait_video(alice, bob_id)
+    await _say(alice, "before the drop")
+    await bob.wait_for_selector(_msg_with("before the drop"), timeout=UI_TIMEOUT_MS)
+
+    # The network drops: Bob's page says it is reconnecting and keeps trying.
+    offline["on"] = True
+    await sockets[-1].close(code=4000, reason="network drop")
+    await bob.wait_for_function(
+        "() => window.consilium.state === 'reconnecting'", timeout=UI_TIMEOUT_MS
+    )
+    assert "reconnecting" in (await bob.inner_text("#error")).lower()
+    # Alice talks while Bob is away (stored: her copy has its seq).
+    await _say(alice, "while you were away")
+    await alice.wait_for_selector(_msg_with("while you were away"), timeout=UI_TIMEOUT_MS)
+
+    # Back online: Bob rejoins with the same token, media flows again, and the missed message
+    # appears exactly once, in order.
+    offline["on"] = False
+    await bob.wait_for_function(
+        "() => window.consilium.state === 'joined' && window.consilium.reconnects === 1",
+        timeout=JOIN_TIMEOUT_MS,
+    )
+    assert await bob.evaluate("() => window.consilium.self.id") == bob_id
+    assert len(sockets) == 2  # one rejoin, through the route
+    await bob.wait_for_selector(_msg_with("while you were away"), timeout=UI_TIMEOUT_MS)
+    await _say(alice, "after the rejoin")
+    await bob.wait_for_selector(_msg_with("after the rejoin"), timeout=UI_TIMEOUT_MS)
+    texts = await bob.eval_on_selector_all(
+        "#chat-log .msg[data-seq] .text", "(els) => els.map((e) => e.textContent)"
+    )
+    assert texts == ["before the drop", "while you were away", "after the rejoin"], texts
+    assert not await bob.is_visible("#error")
+    await _wait_video(bob, alice_id)
+    await _wait_video(alice, bob_id)
+    assert await alice.locator(".tile").count() == 1  # Bob once, not a stale copy
+    await _close_all(alice, bob)

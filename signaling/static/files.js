@@ -1,0 +1,379 @@
+// Shared files: drag-and-drop or pick → SHA-256 in the browser (hash-wasm, 8 MiB slices) →
+// instant upload when the server already has those bytes, otherwise a resumable tus upload
+// (tus-js-client; a dropped connection or a page reload resumes where it stopped) → the file
+// goes into the chat as an attachment. The file list shows DICOM study summaries.
+
+const SLICE = 8 * 1024 * 1024;
+const RETRY_DELAYS = [0, 1000, 3000, 5000, 10000];
+const SPEED_WINDOW_MS = 3000;
+
+export function formatSize(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ['KB', 'MB', 'GB', 'TB'];
+  let v = bytes / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
+}
+
+function formatStudyDate(d) {
+  // DICOM DA is YYYYMMDD; show it as an ISO date, anything else as it is.
+  const m = /^(\d{4})(\d{2})(\d{2})$/.exec(String(d || ''));
+  return m ? `${m[1]}-${m[2]}-${m[3]}` : String(d || '');
+}
+
+// "CT · 2024-03-01 · Chest with contrast · 3 series, 412 images"
+export function studySummary(dicom) {
+  if (!dicom) return '';
+  const parts = [];
+  if (dicom.modality) parts.push(dicom.modality);
+  if (dicom.studyDate) parts.push(formatStudyDate(dicom.studyDate));
+  if (dicom.studyDescription) parts.push(dicom.studyDescription);
+  const counts = [];
+  if (typeof dicom.seriesCount === 'number') {
+    counts.push(`${dicom.seriesCount} series`);
+  }
+  if (typeof dicom.instanceCount === 'number') {
+    counts.push(`${dicom.instanceCount} image${dicom.instanceCount === 1 ? '' : 's'}`);
+  }
+  if (counts.length) parts.push(counts.join(', '));
+  return parts.join(' · ');
+}
+
+// A file as a card (chat attachment and file list alike): name, size, study, download.
+export function renderFileCard(file, ctx, { uploader = false } = {}) {
+  const card = document.createElement('div');
+  card.className = 'file-card';
+  card.dataset.fileId = file.id;
+  const icon = document.createElement('span');
+  icon.className = 'file-icon';
+  icon.setAttribute('aria-hidden', 'true');
+  icon.textContent = file.dicom ? '🩻' : '📄';
+  const info = document.createElement('div');
+  info.className = 'file-info';
+  const name = document.createElement('span');
+  name.className = 'file-name';
+  name.textContent = file.name;
+  name.title = file.name;
+  const meta = document.createElement('span');
+  meta.className = 'file-meta';
+  const bits = [formatSize(file.size)];
+  if (uploader && file.uploadedBy) bits.push(`shared by ${file.uploadedBy.name}`);
+  if (uploader && file.uploadedAt) {
+    bits.push(new Date(file.uploadedAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }));
+  }
+  meta.textContent = bits.join(' · ');
+  info.append(name, meta);
+  if (file.dicom) {
+    const study = document.createElement('span');
+    study.className = 'file-study';
+    study.textContent = `DICOM study: ${studySummary(file.dicom)}`;
+    info.append(study);
+  }
+  const dl = document.createElement('button');
+  dl.type = 'button';
+  dl.className = 'file-download';
+  dl.textContent = 'Download';
+  dl.setAttribute('aria-label', `Download ${file.name}`);
+  dl.addEventListener('click', () => download(file, ctx, dl));
+  card.append(icon, info, dl);
+  return card;
+}
+
+function authHeaders(ctx) {
+  return { Authorization: `Bearer ${ctx.token()}` };
+}
+
+async function apiError(resp) {
+  try {
+    const body = await resp.json();
+    if (body && body.error && body.error.message) return body.error.message;
+  } catch { /* not JSON */ }
+  return `HTTP ${resp.status}`;
+}
+
+// Links are short-lived and signed for this participant: ask for one per click.
+async function download(file, ctx, button) {
+  button.disabled = true;
+  try {
+    const resp = await fetch(`/api/rooms/${encodeURIComponent(ctx.room())}/files/${encodeURIComponent(file.id)}/link`, {
+      method: 'POST', headers: authHeaders(ctx),
+    });
+    if (!resp.ok) throw new Error(await apiError(resp));
+    const { url } = await resp.json();
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = file.name;
+    a.rel = 'noopener';
+    document.body.append(a);
+    a.click();
+    a.remove();
+  } catch (err) {
+    ctx.showError(`Could not download ${file.name}: ${err.message || err}`, { fatal: false });
+  } finally {
+    button.disabled = false;
+  }
+}
+
+export function initFiles(ctx) {
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    list: $('file-list'),
+    empty: $('files-empty'),
+    count: $('files-count'),
+    uploads: $('uploads'),
+    input: $('file-input'),
+    pick: $('btn-upload'),
+    attach: $('btn-attach'),
+    overlay: $('drop-overlay'),
+  };
+  const files = new Map(); // id -> FileInfo
+  const uploads = []; // for tests and debugging: {name, state, instant, fileId}
+  let canUpload = false;
+  window.consilium.files = { files, uploads };
+
+  ctx.onJoined(() => {
+    canUpload = ctx.permissions().includes('chat');
+    ui.pick.hidden = !canUpload;
+    ui.attach.hidden = !canUpload;
+    refreshList();
+  });
+
+  ctx.on('file-shared', (msg) => {
+    if (msg.file) addFile(msg.file);
+  });
+
+  async function refreshList() {
+    try {
+      const resp = await fetch(`/api/rooms/${encodeURIComponent(ctx.room())}/files`, { headers: authHeaders(ctx) });
+      if (!resp.ok) return;
+      const body = await resp.json();
+      for (const f of body.files || []) addFile(f);
+    } catch (err) {
+      console.warn('consilium: file list', err);
+    }
+  }
+
+  function addFile(f) {
+    if (!f || !f.id || files.has(f.id)) return;
+    files.set(f.id, f);
+    const li = document.createElement('li');
+    li.append(renderFileCard(f, ctx, { uploader: true }));
+    ui.list.append(li); // the server lists newest last, and live ones are newer
+    ui.empty.hidden = true;
+    ui.count.textContent = String(files.size);
+  }
+
+  // ------------------------------------------------------------------ picking and dropping
+
+  const pickFiles = () => { if (canUpload) ui.input.click(); };
+  ui.pick.addEventListener('click', pickFiles);
+  ui.attach.addEventListener('click', pickFiles);
+  ui.input.addEventListener('change', () => {
+    for (const f of ui.input.files) startUpload(f);
+    ui.input.value = '';
+  });
+
+  let dragDepth = 0;
+  const hasFiles = (ev) => ev.dataTransfer && [...ev.dataTransfer.types].includes('Files');
+  document.addEventListener('dragenter', (ev) => {
+    if (!hasFiles(ev) || !canUpload || !ctx.inCall()) return;
+    dragDepth += 1;
+    ui.overlay.hidden = false;
+  });
+  document.addEventListener('dragleave', (ev) => {
+    if (!hasFiles(ev)) return;
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (dragDepth === 0) ui.overlay.hidden = true;
+  });
+  document.addEventListener('dragover', (ev) => {
+    if (!hasFiles(ev)) return;
+    ev.preventDefault(); // allow the drop (and keep the browser from opening the file)
+    ev.dataTransfer.dropEffect = canUpload && ctx.inCall() ? 'copy' : 'none';
+  });
+  document.addEventListener('drop', (ev) => {
+    if (!hasFiles(ev)) return;
+    ev.preventDefault();
+    dragDepth = 0;
+    ui.overlay.hidden = true;
+    if (!canUpload || !ctx.inCall()) return;
+    for (const f of ev.dataTransfer.files) startUpload(f);
+  });
+
+  // ------------------------------------------------------------------ one upload
+
+  function startUpload(file) {
+    ctx.openPanel();
+    const item = new UploadItem(file);
+    uploads.push(item.record);
+    ui.uploads.prepend(item.el);
+    item.run();
+  }
+
+  class UploadItem {
+    constructor(file) {
+      this.file = file;
+      this.tus = null;
+      this.paused = false;
+      this.samples = [];
+      this.record = { name: file.name, size: file.size, state: 'checking', instant: false, fileId: null, error: null };
+      const el = document.createElement('div');
+      el.className = 'upload';
+      const name = document.createElement('span');
+      name.className = 'upload-name';
+      name.textContent = file.name;
+      name.title = file.name;
+      const bar = document.createElement('progress');
+      bar.max = 100;
+      bar.value = 0;
+      bar.setAttribute('aria-label', `Progress of ${file.name}`);
+      const status = document.createElement('span');
+      status.className = 'upload-status';
+      status.setAttribute('role', 'status');
+      const pause = document.createElement('button');
+      pause.type = 'button';
+      pause.className = 'upload-pause';
+      pause.textContent = 'Pause';
+      pause.hidden = true;
+      pause.addEventListener('click', () => this.togglePause());
+      const dismiss = document.createElement('button');
+      dismiss.type = 'button';
+      dismiss.className = 'upload-dismiss';
+      dismiss.textContent = '×';
+      dismiss.setAttribute('aria-label', `Dismiss ${file.name}`);
+      dismiss.hidden = true;
+      dismiss.addEventListener('click', () => el.remove());
+      el.append(name, dismiss, bar, status, pause);
+      Object.assign(this, { el, bar, status, pauseBtn: pause, dismissBtn: dismiss });
+    }
+
+    set(state, text, percent) {
+      this.record.state = state;
+      this.el.dataset.state = state;
+      this.status.textContent = text;
+      if (percent !== undefined) this.bar.value = percent;
+    }
+
+    async run() {
+      try {
+        const sha256 = await this.hash();
+        const room = encodeURIComponent(ctx.room());
+        this.set('checking', 'Checking whether the server already has it…', 100);
+        const resp = await fetch(`/api/rooms/${room}/files/instant`, {
+          method: 'POST',
+          headers: { ...authHeaders(ctx), 'Content-Type': 'application/json' },
+          body: JSON.stringify({ sha256, size: this.file.size, name: this.file.name, type: this.file.type || 'application/octet-stream' }),
+        });
+        if (resp.status === 201) {
+          const body = await resp.json();
+          this.record.instant = true;
+          this.done(body.file.id, 'Shared instantly: the server already had this file', body.file);
+          return;
+        }
+        if (resp.status !== 404) throw new Error(await apiError(resp));
+        this.upload(sha256);
+      } catch (err) {
+        this.fail(err.message || String(err));
+      }
+    }
+
+    // SHA-256 over 8 MiB slices, so a multi-GB study never sits in memory.
+    async hash() {
+      if (!window.hashwasm) throw new Error('hashing library not loaded');
+      const hasher = await window.hashwasm.createSHA256();
+      hasher.init();
+      const size = this.file.size;
+      this.set('checking', 'Checking… 0 %', 0);
+      for (let off = 0; off < size; off += SLICE) {
+        const buf = await this.file.slice(off, Math.min(size, off + SLICE)).arrayBuffer();
+        hasher.update(new Uint8Array(buf));
+        const pct = Math.floor((Math.min(size, off + SLICE) / size) * 100);
+        this.set('checking', `Checking… ${pct} %`, pct);
+      }
+      return hasher.digest('hex');
+    }
+
+    upload(sha256) {
+      if (!window.tus) throw new Error('upload library not loaded');
+      this.set('uploading', 'Uploading… 0 %', 0);
+      this.pauseBtn.hidden = false;
+      const upload = new window.tus.Upload(this.file, {
+        endpoint: `${location.origin}/api/rooms/${encodeURIComponent(ctx.room())}/uploads`,
+        chunkSize: SLICE,
+        retryDelays: RETRY_DELAYS,
+        metadata: { filename: this.file.name, filetype: this.file.type || 'application/octet-stream', sha256 },
+        headers: authHeaders(ctx),
+        storeFingerprintForResuming: true,
+        removeFingerprintOnSuccess: true,
+        onProgress: (sent, total) => this.progress(sent, total),
+        onSuccess: ({ lastResponse }) => {
+          const id = lastResponse && lastResponse.getHeader('Consilium-File-Id');
+          if (!id) { this.fail('the server did not say which file it stored'); return; }
+          this.done(id, 'Shared');
+        },
+        onError: (err) => this.fail(tusMessage(err)),
+      });
+      this.tus = upload;
+      // A page reload (or a second try with the same file) resumes at the server's offset.
+      upload.findPreviousUploads().then((previous) => {
+        if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
+        upload.start();
+      }).catch(() => upload.start());
+    }
+
+    progress(sent, total) {
+      const now = performance.now();
+      this.samples.push([now, sent]);
+      while (this.samples.length > 2 && now - this.samples[0][0] > SPEED_WINDOW_MS) this.samples.shift();
+      const [t0, b0] = this.samples[0];
+      const speed = now > t0 ? ((sent - b0) * 1000) / (now - t0) : 0;
+      const pct = total ? Math.floor((sent / total) * 100) : 0;
+      const rate = speed > 0 ? ` · ${formatSize(speed)}/s` : '';
+      this.set('uploading', `Uploading ${pct} % (${formatSize(sent)} of ${formatSize(total)})${rate}`, pct);
+    }
+
+    togglePause() {
+      if (!this.tus) return;
+      if (this.paused) {
+        this.paused = false;
+        this.samples = [];
+        this.pauseBtn.textContent = 'Pause';
+        this.set('uploading', 'Resuming…');
+        this.tus.start();
+      } else {
+        this.paused = true;
+        this.tus.abort(); // keeps the server's partial upload: start() continues from there
+        this.pauseBtn.textContent = 'Resume';
+        this.set('paused', `Paused at ${this.bar.value} %`);
+      }
+    }
+
+    done(fileId, text, fileInfo) {
+      this.record.fileId = fileId;
+      this.pauseBtn.hidden = true;
+      this.dismissBtn.hidden = false;
+      this.set(this.record.instant ? 'instant' : 'done', text, 100);
+      if (fileInfo) addFile(fileInfo);
+      ctx.shareFiles([fileId]);
+    }
+
+    fail(why) {
+      this.record.error = why;
+      this.pauseBtn.hidden = true;
+      this.dismissBtn.hidden = false;
+      this.set('failed', `Not shared: ${why}`);
+    }
+  }
+}
+
+function tusMessage(err) {
+  const res = err && err.originalResponse;
+  if (res) {
+    try {
+      const body = JSON.parse(res.getBody());
+      if (body && body.error && body.error.message) return body.error.message;
+    } catch { /* not JSON */ }
+    return `the server answered ${res.getStatus()}`;
+  }
+  return (err && err.message) || 'the upload failed';
+}
