@@ -277,7 +277,13 @@ async def test_interrupted_patch_resumes_from_the_server_offset(
     await writer.drain()
     writer.close()
     await writer.wait_closed()
-    offset = await head_offset(http, served, location)
+    # HEAD waits for a PATCH still being closed; under load the server may not even have
+    # started that PATCH yet when HEAD arrives, so ask again until the bytes show up.
+    for _ in range(100):
+        offset = await head_offset(http, served, location)
+        if offset > 0:
+            break
+        await asyncio.sleep(0.1)
     assert 0 < offset <= sent
     resp = await patch(http, served, location, offset, data[offset:])
     assert resp.status == 204 and int(resp.headers["Upload-Offset"]) == len(data)
