@@ -2,7 +2,7 @@
 // catch-up after a reconnect (by seq: no gaps, no duplicates), delivered/read receipts as
 // watermarks, mentions, burn-after-reading. User content only ever goes in via textContent.
 
-import { renderFileCard } from './files.js';
+import { renderFileCard, svgIcon } from './files.js';
 
 const MAX_TEXT = 4000;
 const BURN_GRACE_MS = 8000; // a revealed burn message stays readable this long after it burns
@@ -260,7 +260,7 @@ export function initChat(ctx) {
       el.classList.add('burn');
       const note = document.createElement('p');
       note.className = 'burn-note';
-      note.textContent = '🔥 Burn after reading: deleted once everyone has read it';
+      note.append(svgIcon('i-flame'), 'Burn after reading: deleted once everyone has read it');
       el.append(note);
       if (!mine && !revealed.has(m.id)) {
         // Opening it is a deliberate act, so a message is not "read" just by arriving.
@@ -321,7 +321,7 @@ export function initChat(ctx) {
       for (const part of el.querySelectorAll('.body, .reveal, .burn-note, .ticks')) part.remove();
       const note = document.createElement('p');
       note.className = 'burn-note';
-      note.textContent = '🔥 Burned after reading';
+      note.append(svgIcon('i-flame'), 'Burned after reading');
       el.append(note);
     };
     m.text = '';
@@ -435,7 +435,7 @@ export function initChat(ctx) {
     const on = ui.burn.getAttribute('aria-pressed') !== 'true';
     ui.burn.setAttribute('aria-pressed', String(on));
     ui.input.classList.toggle('burn', on);
-    setNote(on ? '🔥 Burn after reading: your next messages are deleted once everyone has read them.' : '',
+    setNote(on ? 'Burn after reading is on: your next messages are deleted once everyone has read them.' : '',
       'info');
   });
 

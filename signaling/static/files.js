@@ -45,10 +45,9 @@ export function renderFileCard(file, ctx, { uploader = false } = {}) {
   const card = document.createElement('div');
   card.className = 'file-card';
   card.dataset.fileId = file.id;
-  const icon = document.createElement('span');
-  icon.className = 'file-icon';
-  icon.setAttribute('aria-hidden', 'true');
-  icon.textContent = file.dicom ? '🩻' : '📄';
+  const icon = svgIcon('i-file');
+  icon.classList.add('file-icon');
+  if (file.dicom) icon.classList.add('dicom');
   const info = document.createElement('div');
   info.className = 'file-info';
   const name = document.createElement('span');
@@ -78,6 +77,18 @@ export function renderFileCard(file, ctx, { uploader = false } = {}) {
   dl.addEventListener('click', () => download(file, ctx, dl));
   card.append(icon, info, dl);
   return card;
+}
+
+export function svgIcon(id) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('class', 'icon');
+  const use = document.createElementNS(ns, 'use');
+  use.setAttribute('href', `#${id}`);
+  svg.append(use);
+  return svg;
 }
 
 function authHeaders(ctx) {
@@ -311,7 +322,17 @@ export function initFiles(ctx) {
           if (!id) { this.fail('the server did not say which file it stored'); return; }
           this.done(id, 'Shared');
         },
-        onError: (err) => this.fail(tusMessage(err)),
+        // The default also gives up whenever navigator.onLine is false, which some browsers
+        // report on networks without a default route; a retry costs one request.
+        onShouldRetry: (err) => {
+          const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
+          return !(status >= 400 && status < 500) || status === 409 || status === 423;
+        },
+        onError: (err) => {
+          // No answer at all: the connection is gone, not the upload. Offer to carry on.
+          if (!err.originalResponse) this.interrupt();
+          else this.fail(tusMessage(err));
+        },
       });
       this.tus = upload;
       // A page reload (or a second try with the same file) resumes at the server's offset.
@@ -346,6 +367,13 @@ export function initFiles(ctx) {
         this.pauseBtn.textContent = 'Resume';
         this.set('paused', `Paused at ${this.bar.value} %`);
       }
+    }
+
+    interrupt() {
+      this.paused = true;
+      this.pauseBtn.hidden = false;
+      this.pauseBtn.textContent = 'Resume';
+      this.set('paused', `Connection lost at ${this.bar.value} %: press Resume to continue`);
     }
 
     done(fileId, text, fileInfo) {

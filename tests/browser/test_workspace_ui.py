@@ -7,16 +7,19 @@ cores. Every wait has a generous timeout and nothing asserts on elapsed time.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from tools.browser_rig import CHROMIUM_ARGS, Server
+from tools.make_study import StudySpec, write_zip
 
 pytestmark = [
     pytest.mark.browser,
@@ -363,3 +366,105 @@ async def test_reconnect_restores_media_and_catches_up_chat(
     await _wait_video(alice, bob_id)
     assert await alice.locator(".tile").count() == 1  # Bob once, not a stale copy
     await _close_all(alice, bob)
+
+
+# --------------------------------------------------------------------------- files
+
+
+async def test_upload_shows_in_list_and_chat_then_instant_upload(
+    shared_browser: Any, server: Server, tmp_path: Path
+) -> None:
+    study = tmp_path / "CT study.zip"
+    write_zip(StudySpec(series=2, slices=3, size=32, description="Chest CT"), study)
+    digest = hashlib.sha256(study.read_bytes()).hexdigest()
+    base = f"{server.url}/?room=filesui"
+    alice = await _open(shared_browser, f"{base}&name=Dr%20Alice&role=host")
+    bob = await _open(shared_browser, f"{base}&name=Bob&role=specialist")
+
+    # Alice's first PATCH dies mid-way (a dropped connection): tus-js-client asks the server
+    # for the offset (HEAD) and carries on.
+    seen: list[str] = []
+
+    async def flaky(route: Any) -> None:
+        seen.append(route.request.method)
+        if route.request.method == "PATCH" and seen.count("PATCH") == 1:
+            await route.abort("connectionreset")
+        else:
+            await route.continue_()
+
+    await alice.route("**/api/rooms/filesui/uploads/**", flaky)
+    # Alice shares through the file button: hashed, not on the server yet, uploaded with tus.
+    await alice.set_input_files("#file-input", str(study))
+    done = alice.locator("#uploads .upload[data-state=done]")
+    await done.wait_for(timeout=UI_TIMEOUT_MS)
+    assert "shared" in (await done.inner_text()).lower()
+    record = await alice.evaluate("() => window.consilium.files.uploads[0]")
+    assert record["instant"] is False and record["fileId"], record
+    assert seen.count("PATCH") == 2 and "HEAD" in seen, seen
+
+    # Bob sees it in the chat as an attachment, with the study summary...
+    card = bob.locator(f'#chat-log .msg .file-card[data-file-id="{record["fileId"]}"]')
+    await card.wait_for(timeout=UI_TIMEOUT_MS)
+    text = await card.inner_text()
+    assert (
+        "CT study.zip" in text
+        and "Dr Alice" in await bob.locator("#chat-log .msg").last.inner_text()
+    )
+    assert "CT" in text and "2026-11-26" in text and "Chest CT" in text and "2 series" in text, text
+    # ... and in the file list, with who shared it.
+    await _open_chat(bob)
+    await bob.click("#tab-files")
+    item = bob.locator(f'#file-list .file-card[data-file-id="{record["fileId"]}"]')
+    await item.wait_for(timeout=UI_TIMEOUT_MS)
+    assert "shared by Dr Alice" in await item.inner_text()
+
+    # Download through a signed link: the browser saves the same bytes.
+    async with bob.expect_download() as info:
+        await item.locator(".file-download").click()
+    download = await info.value
+    saved = tmp_path / "downloaded.zip"
+    await download.save_as(str(saved))
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == digest
+
+    # Bob shares the same file again: the server has it, so no bytes are sent.
+    await bob.set_input_files("#file-input", str(study))
+    instant = bob.locator("#uploads .upload[data-state=instant]")
+    await instant.wait_for(timeout=UI_TIMEOUT_MS)
+    assert "instantly" in (await instant.inner_text()).lower()
+    second = await bob.evaluate("() => window.consilium.files.uploads[0]")
+    assert second["instant"] is True, second
+    await alice.wait_for_selector(
+        f'#chat-log .msg:not(.mine) .file-card[data-file-id="{second["fileId"]}"]',
+        timeout=UI_TIMEOUT_MS,
+    )
+    blobs = [p for p in (server.data_dir / "blobs").rglob("*") if p.is_file()]  # type: ignore[attr-defined]
+    assert [p.name for p in blobs] == [digest], blobs
+    await _close_all(alice, bob)
+
+
+async def test_phone_chat_and_upload_are_reachable(shared_browser: Any, server: Server) -> None:
+    base = f"{server.url}/?room=phoneui"
+    desk = await _open(shared_browser, f"{base}&name=Dr%20Desk&role=host")
+    phone = await _open(shared_browser, f"{base}&name=Bedside&role=bedside", **PHONE)
+    # Phones start with the videos full-screen; the Chat button opens a sheet.
+    assert not await phone.is_visible("#side-panel")
+    await _say(desk, "How is the patient?")
+    await phone.wait_for_selector("#chat-badge:not([hidden])", timeout=UI_TIMEOUT_MS)
+    await phone.click("#btn-chat")
+    await phone.wait_for_selector(_msg_with("How is the patient?"), timeout=UI_TIMEOUT_MS)
+    for sel in ("#chat-input", "#chat-send", "#btn-attach", "#btn-burn", "#side-close"):
+        assert await phone.is_visible(sel), sel
+        box = await phone.locator(sel).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390 + 0.5, sel
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 844 + 0.5, sel
+    await _say(phone, "Stable, BP 120/80")
+    await desk.wait_for_selector(_msg_with("Stable, BP 120/80"), timeout=UI_TIMEOUT_MS)
+    await phone.click("#tab-files")
+    assert await phone.is_visible("#btn-upload")
+    overflow = await phone.evaluate("() => [document.documentElement.scrollWidth, innerWidth]")
+    assert overflow[0] <= overflow[1], overflow
+    # Closing the sheet gives the videos back; every call control stays on screen.
+    await phone.click("#side-close")
+    for sel in ("#btn-mic", "#btn-cam", "#btn-chat", "#btn-leave"):
+        assert await phone.is_visible(sel), sel
+    await _close_all(desk, phone)
