@@ -473,31 +473,6 @@ async def list_participants(request: web.Request) -> web.Response:
     return web.json_response({"participants": [s.describe() for s in room.sessions.values()]})
 
 
-async def participant_stats(request: web.Request) -> web.Response:
-    if (denied := _authorize(request, request.match_info["room"])) is not None:
-        return denied
-    room = _room_or_404(request)
-    if isinstance(room, web.Response):
-        return room
-    session = room.sessions.get(request.match_info["identity"])
-    if session is None:
-        return api_error(404, "participant-not-found", "no such participant in this room")
-    return web.json_response(session.stats())
-
-
-async def remove_participant(request: web.Request) -> web.Response:
-    if (denied := _authorize(request, request.match_info["room"])) is not None:
-        return denied
-    room = _room_or_404(request)
-    if isinstance(room, web.Response):
-        return room
-    session = room.sessions.get(request.match_info["identity"])
-    if session is None:
-        return api_error(404, "participant-not-found", "no such participant in this room")
-    await room.remove_by_host(session, _api_actor(request))
-    return web.Response(status=204)
-
-
 def _participant_or_error(request: web.Request) -> tuple[Any, Session] | web.Response:
     """(room, session) named by the path, or the error response (auth, 404s)."""
     if (denied := _authorize(request, request.match_info["room"])) is not None:
@@ -509,6 +484,22 @@ def _participant_or_error(request: web.Request) -> tuple[Any, Session] | web.Res
     if session is None:
         return api_error(404, "participant-not-found", "no such participant in this room")
     return room, session
+
+
+async def participant_stats(request: web.Request) -> web.Response:
+    found = _participant_or_error(request)
+    if isinstance(found, web.Response):
+        return found
+    return web.json_response(found[1].stats())
+
+
+async def remove_participant(request: web.Request) -> web.Response:
+    found = _participant_or_error(request)
+    if isinstance(found, web.Response):
+        return found
+    room, session = found
+    await room.remove_by_host(session, _api_actor(request))
+    return web.Response(status=204)
 
 
 async def mute_participant(request: web.Request) -> web.Response:
