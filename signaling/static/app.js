@@ -128,6 +128,7 @@ const joinedHooks = []; // (msg, isRejoin) => void: chat and files catch up afte
 const messageHandlers = new Map(); // message type -> handler (chat, files)
 const errorHooks = []; // (msg) => true when a module explained this error itself
 const participantHooks = []; // () => void after anyone joins, leaves or changes
+const permissionHooks = []; // () => void when our permissions change (the host set our role)
 const audioState = { muted: false };
 const videoState = { muted: false };
 
@@ -430,6 +431,7 @@ async function handleMessage(msg) {
     case 'error': return onServerError(msg);
     case 'removed': return onRemoved(msg);
     case 'muted-by-host': return onMutedByHost();
+    case 'role-changed': return onRoleChanged(msg);
     case 'consultation-ended':
       consilium.endedBy = msg.by || null;
       return undefined;
@@ -480,10 +482,12 @@ async function onJoined(msg) {
   ui.btnEnd.hidden = !isAdmin();
   for (const p of participants.values()) renderTile(p);
   applyRecording(msg.recording || { active: false });
-  const canPublish = msg.self.role !== 'observer' && (perms === null || perms.includes('publish'));
+  const canPublish = perms === null ? msg.self.role !== 'observer' : perms.includes('publish');
   for (const hook of joinedHooks) {
     try { hook(msg, rejoin); } catch (err) { console.error('consilium: join hook', err); }
   }
+  ui.btnMic.hidden = !canPublish;
+  ui.btnCam.hidden = !canPublish;
   if (canPublish) await startPublishing();
   else {
     ui.selfView.hidden = true;
@@ -537,6 +541,37 @@ function onMutedByHost() {
   renderSelf();
   showError('The host muted your microphone. Press Mute again when you want to speak.',
     { fatal: false, kind: 'warn' });
+}
+
+// The host gave us another role: its permissions replace ours at once.
+async function onRoleChanged(msg) {
+  const before = selfPermissions;
+  selfPermissions = Array.isArray(msg.permissions) ? msg.permissions : [];
+  if (consilium.self) consilium.self = { ...consilium.self, role: msg.role, permissions: selfPermissions };
+  renderSelf();
+  ui.btnRec.hidden = !selfPermissions.includes('record');
+  ui.btnEnd.hidden = !isAdmin();
+  for (const p of participants.values()) renderTile(p);
+  for (const hook of permissionHooks) hook();
+  updateStatus();
+  const label = ROLE_LABELS[msg.role] || msg.role;
+  showError(`The host changed your role to ${label}.`, { fatal: false, kind: 'warn' });
+  const could = before.includes('publish');
+  const can = selfPermissions.includes('publish');
+  if (could && !can) {
+    // The server no longer forwards our media: stop the camera rather than pretend.
+    if (pubPc) { pubPc.close(); pubPc = null; }
+    if (localStream) for (const t of localStream.getTracks()) t.stop();
+    localStream = null;
+    mediaTried = false;
+    ui.selfView.hidden = true;
+    ui.btnMic.hidden = true;
+    ui.btnCam.hidden = true;
+  } else if (!could && can) {
+    ui.btnMic.hidden = false;
+    ui.btnCam.hidden = false;
+    await startPublishing();
+  }
 }
 
 function isAdmin() {
@@ -778,7 +813,8 @@ function renderSelf() {
   if (!self) return;
   const hasVideo = !!localStream && localStream.getVideoTracks().length > 0;
   const hasAudio = !!localStream && localStream.getAudioTracks().length > 0;
-  ui.selfView.hidden = false;
+  // Hidden for anyone who may not publish (observers, or a role the host changed).
+  ui.selfView.hidden = selfPermissions.length > 0 && !selfPermissions.includes('publish');
   ui.selfName.textContent = `${self.name} (you)`;
   ui.selfInitials.textContent = initials(self.name);
   ui.selfRole.textContent = ROLE_LABELS[self.role] || self.role;
@@ -1244,6 +1280,7 @@ const workspace = {
   onJoined: (fn) => joinedHooks.push(fn),
   onError: (fn) => errorHooks.push(fn),
   onParticipantsChanged: (fn) => participantHooks.push(fn),
+  onPermissionsChanged: (fn) => permissionHooks.push(fn),
   self: () => consilium.self,
   participants,
   permissions: () => selfPermissions,

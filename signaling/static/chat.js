@@ -56,16 +56,20 @@ export function initChat(ctx) {
 
   // ------------------------------------------------------------------ server messages
 
-  ctx.onJoined((msg, rejoin) => {
-    const perms = ctx.permissions();
-    canPost = perms.includes('chat');
+  function applyPermissions() {
+    canPost = ctx.permissions().includes('chat');
     ui.input.disabled = !canPost;
     ui.sendBtn.disabled = !canPost;
     ui.burn.disabled = !canPost;
     ui.attach.hidden = !canPost;
     ui.input.placeholder = canPost ? 'Message… (type @ to mention)' : 'Observers can read the chat but not post';
-    setNote(canPost ? '' : 'You joined as an observer: you can read the chat but not post or share files.',
+    setNote(canPost ? '' : 'You are an observer here: you can read the chat but not post or share files.',
       'info');
+  }
+  ctx.onPermissionsChanged(applyPermissions);
+
+  ctx.onJoined((msg, rejoin) => {
+    applyPermissions();
     // Catch up from where we are (0 on the first join); a drop during paging resumes there.
     syncCursor = rejoin ? (syncing ? syncCursor : lastSeq) : 0;
     syncing = true;

@@ -143,10 +143,14 @@ export function initFiles(ctx) {
   let canUpload = false;
   window.consilium.files = { files, uploads };
 
-  ctx.onJoined(() => {
+  const applyPermissions = () => {
     canUpload = ctx.permissions().includes('chat');
     ui.pick.hidden = !canUpload;
     ui.attach.hidden = !canUpload;
+  };
+  ctx.onPermissionsChanged(applyPermissions);
+  ctx.onJoined(() => {
+    applyPermissions();
     refreshList();
   });
 

@@ -7,14 +7,18 @@ cores. Every wait has a generous timeout and nothing asserts on elapsed time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import os
 import shutil
 import tempfile
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -109,6 +113,17 @@ async def _id(page: Any) -> str:
     return str(await page.evaluate("() => window.consilium.self.id"))
 
 
+def _put_json(url: str, body: dict[str, Any]) -> int:
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return int(resp.status)
+
+
 def _tile(pid: str) -> str:
     return f'.tile[data-participant-id="{pid}"]'
 
@@ -145,6 +160,19 @@ async def test_host_mutes_removes_and_ends(shared_browser: Any, server: Server) 
     await guest.click("#btn-mic")
     assert await guest.get_attribute("#btn-mic", "aria-pressed") == "false"
     await host.wait_for_selector(f"{_tile(guest_id)}:not(.audio-off)", timeout=UI_TIMEOUT_MS)
+
+    # The host makes the nurse an observer (REST): her camera stops and the chat is read-only.
+    await asyncio.to_thread(
+        _put_json,
+        f"{server.url}/api/rooms/hostui/participants/{nurse_id}/role",
+        {"role": "observer"},
+    )
+    await nurse.wait_for_function(
+        "() => window.consilium.self.role === 'observer'", timeout=UI_TIMEOUT_MS
+    )
+    assert "changed your role to observer" in (await nurse.inner_text("#error")).lower()
+    assert await nurse.is_disabled("#chat-input")
+    assert not await nurse.is_visible("#btn-mic") and not await nurse.is_visible("#self-view")
 
     # Remove (with a confirmation): the guest sees why and gets no Rejoin link.
     await host.click(f"{_tile(guest_id)} .host-remove")
@@ -468,3 +496,34 @@ async def test_phone_chat_and_upload_are_reachable(shared_browser: Any, server: 
     for sel in ("#btn-mic", "#btn-cam", "#btn-chat", "#btn-leave"):
         assert await phone.is_visible(sel), sel
     await _close_all(desk, phone)
+
+
+async def _seed_chat(base_url: str, room: str, count: int) -> None:
+    """A plain WebSocket client posts ``count`` messages (more than one history page)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base_url}/api/dev-token?room={room}&name=Seeder") as resp:
+            token = (await resp.json())["token"]
+        async with http.ws_connect(f"{base_url}/ws") as ws:
+            await ws.send_json({"type": "join", "version": 1, "token": token})
+            for i in range(count):
+                await ws.send_json({"type": "chat-send", "clientId": f"seed-{i}", "text": f"m{i}"})
+            echoed = 0
+            async with asyncio.timeout(30):
+                while echoed < count:
+                    msg = await ws.receive_json()
+                    echoed += msg.get("type") == "chat-message"
+            await ws.send_json({"type": "leave"})
+
+
+async def test_history_pages_arrive_in_order(shared_browser: Any, server: Server) -> None:
+    await _seed_chat(server.url, "history", 230)  # the server pages at 200
+    page = await _open(shared_browser, f"{server.url}/?room=history&name=Late&role=specialist")
+    await page.wait_for_function(
+        "() => window.consilium.chat.messages.size === 230 && !window.consilium.chat.syncing",
+        timeout=UI_TIMEOUT_MS,
+    )
+    texts = await page.eval_on_selector_all(
+        "#chat-log .msg[data-seq] .text", "(els) => els.map((e) => e.textContent)"
+    )
+    assert texts == [f"m{i}" for i in range(230)]
+    await _close_all(page)
