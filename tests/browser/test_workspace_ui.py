@@ -8,6 +8,7 @@ cores. Every wait has a generous timeout and nothing asserts on elapsed time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -470,6 +471,20 @@ async def test_upload_shows_in_list_and_chat_then_instant_upload(
     await _close_all(alice, bob)
 
 
+# What a file dragged from the desktop and dropped on the page looks like to the page.
+DRAG_ENTER_JS = """() => {
+  window.__dt = new DataTransfer();
+  window.__dt.items.add(new File(['BP 120/80, HR 72'], 'ward-note.txt', { type: 'text/plain' }));
+  const ev = new DragEvent('dragenter', { dataTransfer: window.__dt, bubbles: true });
+  document.body.dispatchEvent(ev);
+}"""
+DROP_JS = """() => {
+  const ev = new DragEvent('drop', { dataTransfer: window.__dt, bubbles: true, cancelable: true });
+  document.body.dispatchEvent(ev);
+  return ev.defaultPrevented;
+}"""
+
+
 async def test_phone_chat_and_upload_are_reachable(shared_browser: Any, server: Server) -> None:
     base = f"{server.url}/?room=phoneui"
     desk = await _open(shared_browser, f"{base}&name=Dr%20Desk&role=host")
@@ -491,6 +506,15 @@ async def test_phone_chat_and_upload_are_reachable(shared_browser: Any, server: 
     assert await phone.is_visible("#btn-upload")
     overflow = await phone.evaluate("() => [document.documentElement.scrollWidth, innerWidth]")
     assert overflow[0] <= overflow[1], overflow
+    # The desk drops a file onto the page: the drop hint shows, then the file is shared.
+    await desk.evaluate(DRAG_ENTER_JS)
+    assert await desk.is_visible("#drop-overlay")
+    assert await desk.evaluate(DROP_JS) is True  # handled: the browser does not open the file
+    assert not await desk.is_visible("#drop-overlay")
+    await phone.click("#tab-chat")
+    await phone.wait_for_selector(
+        '#chat-log .file-card:has(.file-name:text-is("ward-note.txt"))', timeout=UI_TIMEOUT_MS
+    )
     # Closing the sheet gives the videos back; every call control stays on screen.
     await phone.click("#side-close")
     for sel in ("#btn-mic", "#btn-cam", "#btn-chat", "#btn-leave"):
@@ -526,4 +550,42 @@ async def test_history_pages_arrive_in_order(shared_browser: Any, server: Server
         "#chat-log .msg[data-seq] .text", "(els) => els.map((e) => e.textContent)"
     )
     assert texts == [f"m{i}" for i in range(230)]
+    await _close_all(page)
+
+
+async def test_pause_and_resume_an_upload(
+    shared_browser: Any, server: Server, tmp_path: Path
+) -> None:
+    data = tmp_path / "echo.bin"
+    data.write_bytes(os.urandom(300_000))
+    page = await _open(shared_browser, f"{server.url}/?room=pauseui&name=Dr%20Echo&role=host")
+    held = asyncio.Event()
+    methods: list[str] = []
+
+    async def hold_first_patch(route: Any) -> None:
+        methods.append(route.request.method)
+        if route.request.method == "PATCH" and methods.count("PATCH") == 1:
+            held.set()  # the page's request hangs here until the test pauses the upload
+            await asyncio.sleep(2)
+            with contextlib.suppress(Exception):  # the page has cancelled it by now
+                await route.abort()
+            return
+        await route.continue_()
+
+    await page.route("**/api/rooms/pauseui/uploads/**", hold_first_patch)
+    await page.set_input_files("#file-input", str(data))
+    await asyncio.wait_for(held.wait(), 30)
+    await page.click("#uploads .upload-pause")
+    paused = page.locator("#uploads .upload[data-state=paused]")
+    await paused.wait_for(timeout=UI_TIMEOUT_MS)
+    assert "paused" in (await paused.inner_text()).lower()
+    assert await page.inner_text("#uploads .upload-pause") == "Resume"
+    await asyncio.sleep(2.5)  # the held request is gone: nothing else may be sent meanwhile
+    assert methods == ["PATCH"], methods
+    await page.click("#uploads .upload-pause")
+    await page.wait_for_selector("#uploads .upload[data-state=done]", timeout=UI_TIMEOUT_MS)
+    assert methods == ["PATCH", "HEAD", "PATCH"], methods  # resumed from the server's offset
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    blob = server.data_dir / "blobs" / digest[:2] / digest  # type: ignore[attr-defined]
+    assert blob.read_bytes() == data.read_bytes()
     await _close_all(page)
