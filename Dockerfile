@@ -27,8 +27,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # libraries bundled, so no apt packages are needed.
 COPY --from=build /wheels /wheels
 RUN pip install /wheels/*.whl && rm -rf /wheels \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin consilium
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin consilium \
+    && mkdir -p /var/lib/consilium && chown 10001 /var/lib/consilium
 
+# The database (chat, files, audit), shared studies and recordings live under ./data and
+# ./recordings of the working directory: keep it on a volume so they outlive the container.
+WORKDIR /var/lib/consilium
+VOLUME ["/var/lib/consilium"]
 USER 10001
 EXPOSE 8080/tcp
 
