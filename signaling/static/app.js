@@ -1083,16 +1083,27 @@ function ensureTile(p) {
       </span>
     </div>
     <div class="host-actions" hidden>
+      <select class="host-role"></select>
       <button type="button" class="host-mute">Mute</button>
       <button type="button" class="host-remove">Remove</button>
     </div>
     <pre class="debug" hidden></pre>`;
   const muteBtn = tile.querySelector('.host-mute');
   const removeBtn = tile.querySelector('.host-remove');
-  // Buttons live inside the clickable tile: keep their clicks from pinning it.
-  for (const b of [muteBtn, removeBtn]) {
-    b.addEventListener('keydown', (ev) => ev.stopPropagation());
+  const roleSelect = tile.querySelector('.host-role');
+  for (const [role, label] of Object.entries(ROLE_LABELS)) {
+    roleSelect.append(new Option(label, role));
   }
+  // Controls live inside the clickable tile: keep their clicks from pinning it.
+  for (const b of [muteBtn, removeBtn, roleSelect]) {
+    b.addEventListener('keydown', (ev) => ev.stopPropagation());
+    b.addEventListener('click', (ev) => ev.stopPropagation());
+  }
+  roleSelect.addEventListener('change', () => {
+    // The tile shows the new role once the server confirms it (participant-updated).
+    send({ type: 'set-role', participantId: p.id, role: roleSelect.value });
+    roleSelect.value = (participants.get(p.id) || p).role;
+  });
   muteBtn.addEventListener('click', (ev) => {
     ev.stopPropagation();
     send({ type: 'mute-participant', participantId: p.id });
@@ -1141,6 +1152,9 @@ function renderTile(p) {
   muteBtn.textContent = audioOff ? 'Muted' : 'Mute';
   muteBtn.setAttribute('aria-label', audioOff ? `${p.name} is muted` : `Mute ${p.name}`);
   actions.querySelector('.host-remove').setAttribute('aria-label', `Remove ${p.name}`);
+  const roleSelect = actions.querySelector('.host-role');
+  roleSelect.value = p.role;
+  roleSelect.setAttribute('aria-label', `Role of ${p.name}`);
   const states = [audioOff ? 'microphone muted' : null, videoOff ? 'camera off' : null]
     .filter(Boolean).join(', ');
   tile.setAttribute('role', 'group');

@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import tempfile
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -114,17 +112,6 @@ async def _id(page: Any) -> str:
     return str(await page.evaluate("() => window.consilium.self.id"))
 
 
-def _put_json(url: str, body: dict[str, Any]) -> int:
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="PUT",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return int(resp.status)
-
-
 def _tile(pid: str) -> str:
     return f'.tile[data-participant-id="{pid}"]'
 
@@ -162,12 +149,15 @@ async def test_host_mutes_removes_and_ends(shared_browser: Any, server: Server) 
     assert await guest.get_attribute("#btn-mic", "aria-pressed") == "false"
     await host.wait_for_selector(f"{_tile(guest_id)}:not(.audio-off)", timeout=UI_TIMEOUT_MS)
 
-    # The host makes the nurse an observer (REST): her camera stops and the chat is read-only.
-    await asyncio.to_thread(
-        _put_json,
-        f"{server.url}/api/rooms/hostui/participants/{nurse_id}/role",
-        {"role": "observer"},
+    # The host makes the nurse an observer with the tile's role menu: her camera stops and the
+    # chat is read-only; the host's tile shows the new role once the server confirms it.
+    assert await host.input_value(f"{_tile(nurse_id)} .host-role") == "bedside"
+    await host.select_option(f"{_tile(nurse_id)} .host-role", "observer")
+    await host.wait_for_function(
+        f"() => document.querySelector('{_tile(nurse_id)} .badge').textContent === 'Observer'",
+        timeout=UI_TIMEOUT_MS,
     )
+    assert await host.input_value(f"{_tile(nurse_id)} .host-role") == "observer"
     await nurse.wait_for_function(
         "() => window.consilium.self.role === 'observer'", timeout=UI_TIMEOUT_MS
     )
