@@ -39,6 +39,7 @@ PURE_MODULES = [
     "signaling.file_links",
     "signaling.dicom_summary",
     "signaling.chat",
+    "signaling.resume",
 ]
 FORBIDDEN = {"asyncio", "aiortc", "aioice", "aiohttp", "av"}
 OUR_PACKAGES = {"media", "sfu", "signaling", "jitter", "tools"}
