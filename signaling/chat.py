@@ -9,7 +9,7 @@ monotonic media clock), always passed in as ``now_ms``.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
@@ -34,10 +34,22 @@ class ChatRejected(ValueError):
         self.message = message
 
 
+class AlreadyBurned(Exception):
+    """A resend of a burn-after-reading message that was burned since: not posted again."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__(f"message {seq} was already sent and burned")
+        self.seq = seq
+
+
 class FileLookup(Protocol):
     """Where attachment ids are resolved: a shared file of the room, or None."""
 
     def get(self, room: str, file_id: str) -> dict[str, Any] | None: ...
+
+    def absent(self, room: str, file_ids: Collection[str]) -> set[str]:
+        """The ids among these that name no file of the room (any more: deleted)."""
+        ...
 
 
 class NoFiles:
@@ -45,6 +57,9 @@ class NoFiles:
 
     def get(self, room: str, file_id: str) -> dict[str, Any] | None:
         return None
+
+    def absent(self, room: str, file_ids: Collection[str]) -> set[str]:
+        return set(file_ids)
 
 
 # -- validation -----------------------------------------------------------------------------
@@ -179,6 +194,24 @@ class ChatMessage:
                 else {"afterReading": True, "expiresAt": self.burn_expires_ms}
             ),
         }
+
+
+def attachment_ids(wires: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The file ids attached to these wire messages."""
+    return {a["id"] for w in wires for a in w["attachments"] if isinstance(a.get("id"), str)}
+
+
+def mark_removed(wire: dict[str, Any], gone: Collection[str]) -> dict[str, Any]:
+    """The wire message with attachments of deleted files flagged ``removed: true``.
+
+    The entry stays (the message said it attached a file) so the page can show it as removed.
+    """
+    if not any(a.get("id") in gone for a in wire["attachments"]):
+        return wire
+    attachments = [
+        {**a, "removed": True} if a.get("id") in gone else a for a in wire["attachments"]
+    ]
+    return {**wire, "attachments": attachments}
 
 
 def next_sent_ms(now_ms: int, last_sent_ms: int) -> int:

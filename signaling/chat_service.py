@@ -21,13 +21,17 @@ from signaling.audit import AuditLog
 from signaling.auth import Grant, Permission
 from signaling.chat import (
     HISTORY_PAGE,
+    AlreadyBurned,
     Author,
     Burn,
     ChatDraft,
+    ChatMessage,
     FileLookup,
     NoFiles,
+    attachment_ids,
     burn_recipients,
     due_burns,
+    mark_removed,
 )
 from signaling.messages import ChatReceipt, ChatSend, ChatSync, ProtocolError
 from signaling.storage import ChatRepository
@@ -107,12 +111,20 @@ class ChatService:
         )
         async with self._lock(room.id):
             # One indexed lookup and one insert: short enough for the event loop.
-            stored, created = self.repo.append(draft, self.clock())
-            wire = {"type": "chat-message", "message": stored.to_wire()}
+            try:
+                stored, created = self.repo.append(draft, self.clock())
+            except AlreadyBurned as exc:
+                # Its tombstone: the message existed and everyone read it; never post it again.
+                raise ProtocolError(
+                    "bad-field", "that message was already sent and burned"
+                ) from exc
             if not created:
-                # A resend (lost ack, reconnect): only the sender needs the stored copy again.
-                await session.link.send(wire)
+                # A resend (lost ack, reconnect): only the sender needs the stored copy again,
+                # as it is now (a file it attached may have been deleted since).
+                (again,) = await self._wires(room.id, [stored])
+                await session.link.send({"type": "chat-message", "message": again})
                 return
+            wire = {"type": "chat-message", "message": stored.to_wire()}
             self.audit.record(
                 "message-sent",
                 room.id,
@@ -134,11 +146,19 @@ class ChatService:
         await session.link.send(
             {
                 "type": "chat-history",
-                "messages": [m.to_wire() for m in messages],
+                "messages": await self._wires(room_id, messages),
                 "receipts": [r.as_dict() for r in receipts],
                 "more": more,
             }
         )
+
+    async def _wires(self, room_id: str, messages: list[ChatMessage]) -> list[dict[str, Any]]:
+        """Messages as sent to a page: attachments of files deleted since are marked removed
+        (the message stores the FileInfo as it was when it was sent)."""
+        wires = [m.to_wire() for m in messages]
+        ids = attachment_ids(wires)
+        gone = await asyncio.to_thread(self.files.absent, room_id, ids) if ids else set()
+        return [mark_removed(w, gone) for w in wires] if gone else wires
 
     # -- chat-receipt -----------------------------------------------------------------------
 

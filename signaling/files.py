@@ -9,8 +9,14 @@ and the rows live in ``signaling.storage.files_sqlite``. This module moves bytes
   event loop that also forwards media; memory stays bounded whatever the size;
 - the offset is saved after every PATCH, also when the client vanishes mid-body, so the client
   resumes from what arrived (HEAD, then PATCH from the server's offset);
-- a finished upload becomes ``<data-dir>/blobs/<sha[:2]>/<sha>``, or is deleted when that blob
-  exists already: the bytes are stored once however often a study is shared.
+- a finished upload is fsynced, then becomes ``<data-dir>/blobs/<sha[:2]>/<sha>`` (or is deleted
+  when that blob exists already) inside the transaction that records it: the bytes are stored
+  once however often a study is shared, and a recorded file never lacks its bytes;
+- deleting a file removes its record; the blob goes with the last record of any room that
+  references it (moved aside inside that transaction, unlinked after the commit);
+- the sweeper removes expired uploads, partial files without an upload row and blobs no
+  record references (both only when older than ``ORPHAN_MIN_AGE_S``) and finishes deletes a
+  crash interrupted.
 
 File names may carry patient names: they are stored and shown to the room, never logged or
 audited (the audit trail gets file ids and hashes).
@@ -28,6 +34,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -35,8 +42,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 # signaling.app imports this module inside create_app, after its own names exist.
-from signaling.app import AUDIT, AUTHORITY, ROOM_ID, SETTINGS, SFU, api_error
-from signaling.auth import Permission, TokenError, check_api_key
+from signaling.app import AUDIT, AUTHORITY, ROOM_ID, SETTINGS, SFU, _with_role, api_error
+from signaling.auth import Permission, Role, TokenError, check_api_key
 from signaling.dicom_summary import summarize
 from signaling.file_links import LinkError, LinkSigner, derive_key
 from signaling.storage.files_sqlite import SharedFile, SqliteFileRepository
@@ -67,6 +74,9 @@ BATCH_BYTES = 1 << 20
 # server is still closing) before answering 423.
 LOCK_WAIT_S = 30.0
 SWEEP_INTERVAL_S = 600.0
+# A partial file without its upload row, or a blob without a record, is left alone this long:
+# it may be one being created right now (the file comes a moment before its row).
+ORPHAN_MIN_AGE_S = 15 * 60
 # Types a browser may render inline from our origin; anything else (HTML, SVG, scripts) is
 # served as an opaque download so a shared file can never run script on this site.
 INLINE_SAFE_PREFIXES = ("image/png", "image/jpeg", "image/gif", "image/webp", "video/", "audio/")
@@ -88,6 +98,7 @@ class Caller:
     name: str
     can_share: bool
     operator: bool
+    admin: bool = False
 
 
 class _Active:
@@ -105,6 +116,8 @@ class FileService:
     ) -> None:
         self.uploads_dir = data_dir / "uploads"
         self.blobs_dir = data_dir / "blobs"
+        # Blobs being deleted: moved here inside the delete's transaction, unlinked after it.
+        self.trash_dir = data_dir / "trash"
         self.repo = repo
         self.signer = signer
         self.max_size = max_size
@@ -139,6 +152,122 @@ class FileService:
             removed += 1
         return removed
 
+    # -- blobs: placed and retired only inside a shared_file transaction ------------------
+
+    def place_upload(self, part: Path, sha256: str) -> None:
+        """The finished (already fsynced) upload becomes the blob, or goes when the blob is
+        there already. Runs inside the transaction that records the file."""
+        blob = self.blob_path(sha256)
+        if blob.is_file():
+            part.unlink(missing_ok=True)
+            return
+        fresh_dir = not blob.parent.is_dir()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, blob)
+        # The rename is durable once the directory is: no recorded file without its bytes.
+        _fsync_dir(blob.parent)
+        if fresh_dir:
+            _fsync_dir(self.blobs_dir)
+
+    def require_blob(self, sha256: str, size: int) -> None:
+        """Inside the recording transaction of an instant upload: the bytes are (still) here."""
+        try:
+            present = self.blob_path(sha256).stat().st_size == size
+        except FileNotFoundError:
+            present = False
+        if not present:
+            raise BlobMissing(sha256)
+
+    def _retire(self, sha256: str, moved: list[Path]) -> None:
+        """Inside a transaction that found no record of these bytes: move the blob aside."""
+        self.trash_dir.mkdir(parents=True, exist_ok=True)
+        target = self.trash_dir / f"{sha256}.{secrets.token_hex(6)}"
+        try:
+            os.replace(self.blob_path(sha256), target)
+        except FileNotFoundError:
+            return
+        moved.append(target)
+
+    def delete_file(self, room: str, file_id: str) -> tuple[SharedFile | None, bool]:
+        """Remove a room's record; (the record or None, whether its blob was deleted)."""
+        moved: list[Path] = []
+        shared, _ = self.repo.delete(room, file_id, lambda sha: self._retire(sha, moved))
+        return shared, _unlink_all(moved) > 0
+
+    def sweep_orphans(self, now_s: float, min_age_s: float = ORPHAN_MIN_AGE_S) -> tuple[int, int]:
+        """Remove partial files without an upload row and blobs no record references, both
+        only when older than ``min_age_s``; settle blobs a crash left in the trash.
+        Returns (partial files, blobs) removed. Blocking: run it in a thread."""
+        parts = 0
+        for part in _files(self.uploads_dir, "*.part"):
+            if _age_s(part, now_s) >= min_age_s and not self.repo.has_upload(part.stem):
+                # The age covers the moment between a creation's file and its row.
+                part.unlink(missing_ok=True)
+                parts += 1
+        blobs = 0
+        for blob in _files(self.blobs_dir, "??/*"):
+            sha256 = blob.name
+            if _age_s(blob, now_s) < min_age_s or self.repo.referenced(sha256):
+                continue
+            moved: list[Path] = []
+            # Checked again under the write lock: a record may have come meanwhile.
+            self.repo.settle_blob(sha256, partial(self._retire_unless, sha256, moved))
+            blobs += _unlink_all(moved)
+        for trashed in _files(self.trash_dir, "*"):
+            self.repo.settle_blob(trashed.name.split(".")[0], partial(self._untrash, trashed))
+        return parts, blobs
+
+    def _retire_unless(self, sha256: str, moved: list[Path], referenced: bool) -> None:
+        if not referenced:
+            self._retire(sha256, moved)
+
+    def _untrash(self, trashed: Path, referenced: bool) -> None:
+        # A delete that crashed before its commit leaves the record and the blob in the trash.
+        blob = self.blob_path(trashed.name.split(".")[0])
+        if referenced and not blob.exists():
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(trashed, blob)
+            _fsync_dir(blob.parent)
+        else:
+            trashed.unlink(missing_ok=True)
+
+
+class BlobMissing(Exception):
+    """The bytes an instant upload named went away (deleted) before it was recorded."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as fp:
+        os.fsync(fp.fileno())
+
+
+def _files(root: Path, pattern: str) -> list[Path]:
+    return [p for p in root.glob(pattern) if p.is_file()] if root.is_dir() else []
+
+
+def _age_s(path: Path, now_s: float) -> float:
+    try:
+        return now_s - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0  # gone meanwhile: nothing to do
+
+
+def _unlink_all(paths: list[Path]) -> int:
+    removed = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed
+
 
 FILES = web.AppKey("files", FileService)
 
@@ -167,8 +296,14 @@ def _audit(request: web.Request, event: str, room: str, actor: str, **details: A
     request.app[AUDIT].record(event, room, actor, **details)
 
 
-def _caller(request: web.Request, room_id: str) -> Caller | web.Response:
-    """Who is asking, for this room: a participant token, the operator key, or a refusal."""
+def _caller(
+    request: web.Request, room_id: str, operator_after_end: bool = False
+) -> Caller | web.Response:
+    """Who is asking, for this room: a participant token, the operator key, or a refusal.
+
+    A role the host changed in the live room counts, as on the WebSocket. An ended
+    consultation refuses everyone, except the operator when ``operator_after_end`` (cleaning
+    up what was shared in it)."""
     if not ROOM_ID.match(room_id):
         return _error(404, "room-not-found", "no such room")
     settings = request.app[SETTINGS]
@@ -176,7 +311,7 @@ def _caller(request: web.Request, room_id: str) -> Caller | web.Response:
     header = request.headers.get("Authorization")
     caller: Caller | None = None
     if settings.api_key and check_api_key(header, settings.api_key):
-        caller = Caller("api-key", "Operator", can_share=True, operator=True)
+        caller = Caller("api-key", "Operator", can_share=True, operator=True, admin=True)
     elif header and header.startswith("Bearer "):
         try:
             grant = request.app[AUTHORITY].verify(header[7:], room=room_id, now_s=_now_s())
@@ -186,13 +321,22 @@ def _caller(request: web.Request, room_id: str) -> Caller | web.Response:
         room = sfu.rooms.get(room_id)
         if room is not None and grant.identity in room.removed_identities:
             return _error(403, "forbidden", "the host removed you from this consultation")
-        caller = Caller(grant.identity, grant.name, grant.can(Permission.CHAT), operator=False)
+        override = None if room is None else room.role_overrides.get(grant.identity)
+        if override is not None:
+            grant = _with_role(grant, Role(override))
+        caller = Caller(
+            grant.identity,
+            grant.name,
+            grant.can(Permission.CHAT),
+            operator=False,
+            admin=grant.can(Permission.ADMIN),
+        )
     elif header is None and settings.dev_mode and not settings.api_key:
         # Dev mode leaves the REST API open, as for every other endpoint.
-        caller = Caller("api-dev", "Operator", can_share=True, operator=True)
+        caller = Caller("api-dev", "Operator", can_share=True, operator=True, admin=True)
     if caller is None:
         return _error(401, "unauthorized", "send Authorization: Bearer <participant token>")
-    if room_id in sfu.ended_rooms:
+    if room_id in sfu.ended_rooms and not (operator_after_end and caller.operator):
         return _error(410, "room-ended", f"the consultation in room {room_id} has ended")
     return caller
 
@@ -206,23 +350,22 @@ def _sharer(request: web.Request, room_id: str) -> Caller | web.Response:
     return caller
 
 
-async def _broadcast(app: web.Application, room_id: str, info: dict[str, Any]) -> None:
+async def _broadcast(app: web.Application, room_id: str, message: dict[str, Any]) -> None:
     room = app[SFU].rooms.get(room_id)
     if room is None:
         return
-    message = {"type": "file-shared", "file": info}
     for session in list(room.sessions.values()):
         with contextlib.suppress(Exception):
             await session.link.send(message)
 
 
-async def _dicom_of(service: FileService, sha256: str, blob: Path) -> dict[str, Any] | None:
+async def _dicom_of(service: FileService, sha256: str, data: Path) -> dict[str, Any] | None:
     """The summary of these bytes: from an earlier share when there is one, else read."""
     earlier = service.repo.find_by_sha256(sha256)
     if earlier is not None:
         return earlier.dicom
     try:
-        summary = await asyncio.to_thread(summarize, blob)
+        summary = await asyncio.to_thread(summarize, data)
     except Exception as exc:  # a damaged file must not fail the share
         log.info("no DICOM summary for a shared file (%s)", type(exc).__name__)
         return None
@@ -241,8 +384,11 @@ async def _share(
     instant: bool,
     finished_upload: str | None = None,
 ) -> SharedFile:
+    """Record and announce a file. Raises BlobMissing when an instant upload's bytes went
+    away (deleted) in the meantime: nothing is recorded then."""
     service = request.app[FILES]
-    dicom = await _dicom_of(service, sha256, service.blob_path(sha256))
+    part = None if finished_upload is None else service.part_path(finished_upload)
+    dicom = await _dicom_of(service, sha256, part or service.blob_path(sha256))
     shared = SharedFile(
         id=secrets.token_urlsafe(12),
         room=room_id,
@@ -255,7 +401,11 @@ async def _share(
         uploaded_ms=_now_ms(),
         dicom=dicom,
     )
-    service.repo.add(shared, finished_upload=finished_upload)
+    if part is not None:
+        place = partial(service.place_upload, part, sha256)
+    else:
+        place = partial(service.require_blob, sha256, size)
+    await asyncio.to_thread(service.repo.add, shared, finished_upload, place)
     _audit(
         request,
         "file-uploaded",
@@ -267,7 +417,7 @@ async def _share(
         instant=instant,
         dicom=dicom is not None,
     )
-    await _broadcast(request.app, room_id, shared.info())
+    await _broadcast(request.app, room_id, {"type": "file-shared", "file": shared.info()})
     return shared
 
 
@@ -305,16 +455,6 @@ def _rehash(part: Path, offset: int) -> tuple[Any, int]:
             hasher.update(block)
             left -= len(block)
     return hasher, offset
-
-
-def _store_blob(part: Path, blob: Path) -> bool:
-    """Move the finished upload into place; False when the blob was there already."""
-    if blob.is_file():
-        part.unlink()
-        return False
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(part, blob)
-    return True
 
 
 # --------------------------------------------------------------------------- tus handlers
@@ -415,28 +555,54 @@ async def _reconcile(service: FileService, upload: UploadState, active: _Active)
     return upload
 
 
-async def tus_head(request: web.Request) -> web.Response:
+@dataclass(frozen=True, slots=True)
+class _Held:
+    service: FileService
+    upload: UploadState  # as stored, read once the lock was ours
+    active: _Active
+
+
+@contextlib.asynccontextmanager
+async def _held_upload(
+    request: web.Request, sharing: bool = False
+) -> AsyncIterator[_Held | web.Response]:
+    """The preamble of HEAD, PATCH and DELETE on an upload: who asks (one who may share, for
+    PATCH), Tus-Resumable (PATCH checks it with its other headers), the caller's own upload,
+    then its lock, held while the block runs. Yields the refusal instead when a step fails."""
     room_id = request.match_info["room"]
-    caller = _caller(request, room_id)
+    caller = _sharer(request, room_id) if sharing else _caller(request, room_id)
     if isinstance(caller, web.Response):
-        return caller
-    try:
-        check_resumable(request.headers.get("Tus-Resumable"))
-    except TusError as exc:
-        return _tus_error(exc)
+        yield caller
+        return
+    if not sharing:
+        try:
+            check_resumable(request.headers.get("Tus-Resumable"))
+        except TusError as exc:
+            yield _tus_error(exc)
+            return
     service = request.app[FILES]
     upload = _owned_upload(request, caller, room_id)
     if isinstance(upload, web.Response):
-        return upload
+        yield upload
+        return
     active = service.active(upload.id)
     # Waiting for the lock lets an interrupted PATCH save what it received first.
     async with _locked(active) as got:
         if not got:
-            return _error(423, "locked", "another request is writing this upload", True)
+            yield _error(423, "locked", "another request is writing this upload", True)
+            return
         fresh = service.repo.get_upload(room_id, upload.id)
         if fresh is None:
-            return _error(404, "not-found", "no such upload (finished, expired or never made)")
-        fresh = await _reconcile(service, fresh, active)
+            yield _error(404, "not-found", "no such upload (finished, expired or never made)")
+            return
+        yield _Held(service, fresh, active)
+
+
+async def tus_head(request: web.Request) -> web.Response:
+    async with _held_upload(request) as held:
+        if isinstance(held, web.Response):
+            return held
+        fresh = await _reconcile(held.service, held.upload, held.active)
     return web.Response(
         status=200,
         headers=_tus_headers(
@@ -451,23 +617,12 @@ async def tus_head(request: web.Request) -> web.Response:
 
 
 async def tus_patch(request: web.Request) -> web.Response:
-    room_id = request.match_info["room"]
-    caller = _sharer(request, room_id)
-    if isinstance(caller, web.Response):
-        return caller
-    service = request.app[FILES]
-    upload = _owned_upload(request, caller, room_id)
-    if isinstance(upload, web.Response):
-        return upload
-    active = service.active(upload.id)
-    async with _locked(active) as got:
-        if not got:
-            return _error(423, "locked", "another request is writing this upload", True)
-        fresh = service.repo.get_upload(room_id, upload.id)
-        if fresh is None:
-            return _error(404, "not-found", "no such upload (finished, expired or never made)")
+    async with _held_upload(request, sharing=True) as held:
+        if isinstance(held, web.Response):
+            return held
+        service, active = held.service, held.active
         try:
-            fresh = await _reconcile(service, fresh, active)
+            fresh = await _reconcile(service, held.upload, active)
             remaining = check_patch(fresh, request.headers, request.content_length, _now_ms())
         except TusError as exc:
             return _tus_error(exc)
@@ -563,7 +718,13 @@ async def _finish(
             "the received bytes do not match the sha256 you announced; the upload was discarded",
             True,
         )
-    await asyncio.to_thread(_store_blob, part, service.blob_path(digest))
+    # On disk before it is recorded and announced: a power cut cannot leave a shared file
+    # whose bytes were still in the page cache (place_upload then syncs the directory).
+    started = time.perf_counter()
+    await asyncio.to_thread(_fsync_file, part)
+    log.info(
+        "upload %s synced to disk in %.0f ms", upload.id, (time.perf_counter() - started) * 1000
+    )
     shared = await _share(
         request,
         upload.room,
@@ -581,22 +742,10 @@ async def _finish(
 
 
 async def tus_delete(request: web.Request) -> web.Response:
-    room_id = request.match_info["room"]
-    caller = _caller(request, room_id)
-    if isinstance(caller, web.Response):
-        return caller
-    try:
-        check_resumable(request.headers.get("Tus-Resumable"))
-    except TusError as exc:
-        return _tus_error(exc)
-    service = request.app[FILES]
-    upload = _owned_upload(request, caller, room_id)
-    if isinstance(upload, web.Response):
-        return upload
-    async with _locked(service.active(upload.id)) as got:
-        if not got:
-            return _error(423, "locked", "another request is writing this upload", True)
-        service.discard_upload(upload.id)
+    async with _held_upload(request) as held:
+        if isinstance(held, web.Response):
+            return held
+        held.service.discard_upload(held.upload.id)
     return web.Response(status=204, headers=_tus_headers())
 
 
@@ -632,25 +781,23 @@ async def instant_upload(request: web.Request) -> web.Response:
     if size > service.max_size:
         _audit(request, "upload-refused", room_id, caller.identity, reason="too-large")
         return _error(413, "too-large", f"uploads are limited to {service.max_size} bytes")
-    blob = service.blob_path(digest)
+    missing = _error(404, "not-found", "the server does not have these bytes: upload them")
     try:
-        present = blob.stat().st_size == size
-    except FileNotFoundError:
-        present = False
-    if not present:
-        return _error(404, "not-found", "the server does not have these bytes: upload them")
-    type_ = body.get("type")
-    shared = await _share(
-        request,
-        room_id,
-        caller.identity,
-        caller.name,
-        digest,
-        size,
-        clean_filename(name),
-        clean_type(type_ if isinstance(type_, str) else None),
-        instant=True,
-    )
+        service.require_blob(digest, size)
+        type_ = body.get("type")
+        shared = await _share(
+            request,
+            room_id,
+            caller.identity,
+            caller.name,
+            digest,
+            size,
+            clean_filename(name),
+            clean_type(type_ if isinstance(type_, str) else None),
+            instant=True,
+        )
+    except BlobMissing:
+        return missing  # or deleted between the check and the record
     return web.json_response({"file": shared.info()}, status=201)
 
 
@@ -681,6 +828,37 @@ async def mint_link(request: web.Request) -> web.Response:
         room_id, file_id, caller.identity, _now_s(), inline=inline
     )
     return web.json_response({"url": url, "expiresAt": expires_at})
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    """Unshare a file: its uploader, a host of the room or the operator (also once the
+    consultation has ended). The blob goes with the last record of any room."""
+    room_id = request.match_info["room"]
+    caller = _caller(request, room_id, operator_after_end=True)
+    if isinstance(caller, web.Response):
+        return caller
+    service = request.app[FILES]
+    file_id = request.match_info["file"]
+    shared = service.repo.get_file(room_id, file_id)
+    if shared is None:
+        return _error(404, "not-found", "no such file in this room")
+    if not (caller.operator or caller.admin or caller.identity == shared.uploader_id):
+        _audit(request, "file-delete-refused", room_id, caller.identity, file=file_id)
+        return _error(403, "forbidden", "only whoever shared the file or a host may delete it")
+    removed, blob_removed = await asyncio.to_thread(service.delete_file, room_id, file_id)
+    if removed is None:
+        return _error(404, "not-found", "no such file in this room")  # deleted meanwhile
+    _audit(
+        request,
+        "file-deleted",
+        room_id,
+        caller.identity,
+        file=file_id,
+        sha256=removed.sha256,
+        blobRemoved=blob_removed,
+    )
+    await _broadcast(request.app, room_id, {"type": "file-removed", "fileId": file_id})
+    return web.Response(status=204)
 
 
 def content_disposition(kind: str, name: str) -> str:
@@ -734,7 +912,8 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 def add_file_routes(app: web.Application) -> None:
-    """The uploads, files and download routes, and the sweeper of expired uploads."""
+    """The uploads, files and download routes, and the sweeper of expired uploads and
+    orphaned files."""
     settings = app[SETTINGS]
     audit_store = app[AUDIT].store
     # One database for everything: share the audit's store (its lock serialises writes).
@@ -751,11 +930,15 @@ def add_file_routes(app: web.Application) -> None:
     app[FILES] = service
 
     async def sweeper() -> None:
+        # The first round runs at start-up: what a crash left behind goes at once.
         while True:
             try:
                 service.sweep(_now_ms())
+                parts, blobs = await asyncio.to_thread(service.sweep_orphans, time.time())
+                if parts or blobs:
+                    log.info("swept %d orphaned partial files and %d orphaned blobs", parts, blobs)
             except Exception:
-                log.exception("could not sweep expired uploads")
+                log.exception("could not sweep expired uploads and orphaned files")
             await asyncio.sleep(SWEEP_INTERVAL_S)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -776,5 +959,6 @@ def add_file_routes(app: web.Application) -> None:
     app.router.add_delete(uploads + "/{upload}", tus_delete)
     app.router.add_post("/api/rooms/{room}/files/instant", instant_upload)
     app.router.add_get("/api/rooms/{room}/files", list_files)
+    app.router.add_delete("/api/rooms/{room}/files/{file}", delete_file)
     app.router.add_post("/api/rooms/{room}/files/{file}/link", mint_link)
     app.router.add_get("/files/{file}", download)

@@ -386,6 +386,16 @@ async def test_attachments_are_files_shared_in_the_room(server_settings: Setting
         error = await host.error()
         assert error["code"] == "bad-field" and "no such file" in error["message"]
 
+        # The file is deleted: the message keeps the entry, marked removed, in history.
+        async with http.delete(
+            f"{host.url}/api/rooms/{ROOM}/files/{file_id}",
+            headers={"Authorization": f"Bearer {host.token}"},
+        ) as deleted:
+            assert deleted.status == 204
+        assert (await spec.next("file-removed"))["fileId"] == file_id
+        [kept] = await spec.history(after=message["seq"] - 1)
+        assert kept["attachments"] == [{**info, "removed": True}]
+
 
 # -- persistence ----------------------------------------------------------------------------
 
@@ -437,6 +447,17 @@ async def test_burns_once_every_recipient_has_read_and_no_trace_stays(
         await bed.send({"type": "chat-receipt", "read": 2})
         for client in (host, spec, bed):
             assert (await client.next("chat-burned"))["ids"] == [secret["id"]]
+        assert [m["seq"] for m in await spec.history(after=0)] == [1, 3]
+        assert marker.encode() not in _on_disk(data_dir)
+
+        # A resend of the burned message (a lost ack, a reconnect) is refused, not reposted.
+        spec.take("chat-message")
+        resend = {"type": "chat-send", "clientId": "s", "text": f"{marker} results attached"}
+        await host.send({**resend, "burn": {"afterReading": True}})
+        refused = await host.error()
+        assert refused["code"] == "bad-field" and "already sent and burned" in refused["message"]
+        await spec.roundtrip()
+        assert spec.take("chat-message") == []
         assert [m["seq"] for m in await spec.history(after=0)] == [1, 3]
         assert marker.encode() not in _on_disk(data_dir)
 

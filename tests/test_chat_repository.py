@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from signaling.chat import Author, ChatDraft, Receipt
+from signaling.chat import AlreadyBurned, Author, ChatDraft, Receipt
 from signaling.storage import ChatRepository
 from signaling.storage.chat_sqlite import SqliteChatRepository
 from signaling.storage.sqlite import SqliteStore
@@ -98,6 +98,29 @@ def test_burn_candidates_and_burning(repo: SqliteChatRepository) -> None:
     assert repo.pending_burns("ward", "b", after=0, up_to=9, limit=10) == []
     # The seq is not reused: the next message is 3, the gap marks the burned one.
     assert repo.append(_draft(3), now_ms=3000)[0].seq == 3
+
+
+def test_a_burned_message_leaves_a_content_free_tombstone(tmp_path: Path) -> None:
+    store = SqliteStore.in_dir(tmp_path)
+    repo = SqliteChatRepository(store)
+    burner, _ = repo.append(_draft(1, burn_ttl_s=10), now_ms=1000)
+    assert repo.append(_draft(1, burn_ttl_s=10), now_ms=1500) == (burner, False)
+    assert repo.burn([burner.id]) == [burner.id]
+    # The same (room, sender, clientId) again: refused, not posted as a new message.
+    with pytest.raises(AlreadyBurned) as refused:
+        repo.append(_draft(1, burn_ttl_s=10), now_ms=2000)
+    assert refused.value.seq == 1
+    assert repo.page("ward", 0, 10) == ([], False)
+    # Another room, or a new clientId, is a new message; the tombstone holds only keys.
+    assert repo.append(_draft(1, room="icu"), now_ms=2000)[1] is True
+    assert repo.append(_draft(2), now_ms=2000)[0].seq == 2
+    with store.reading() as conn:
+        (tomb,) = conn.execute("SELECT room, sender, client_id, seq FROM chat_burned").fetchall()
+    assert tomb == ("ward", "a", "c1", 1)
+    store.close()
+    # A restart remembers it too.
+    with pytest.raises(AlreadyBurned):
+        SqliteChatRepository(SqliteStore.in_dir(tmp_path)).append(_draft(1), now_ms=3000)
 
 
 def test_chat_survives_a_restart(tmp_path: Path) -> None:

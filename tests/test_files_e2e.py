@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,8 +29,9 @@ from tusclient.client import TusClient
 from signaling.app import AUDIT, SFU, create_app
 from signaling.auth import TokenAuthority
 from signaling.config import Settings
-from signaling.files import FILES
+from signaling.files import FILES, ORPHAN_MIN_AGE_S, BlobMissing
 from signaling.messages import PROTOCOL_VERSION
+from signaling.storage.files_sqlite import SharedFile
 from signaling.tus import UPLOAD_TTL_MS
 
 T = 20.0
@@ -524,3 +526,155 @@ async def test_resume_after_a_server_restart(tmp_path: Path, http: aiohttp.Clien
 def test_settings_default_max_size() -> None:
     assert Settings().max_upload_bytes == 8 * 1024**3
     assert replace(Settings(), max_upload_bytes=5).max_upload_bytes == 5
+
+
+# --------------------------------------------------------------------------- deleting
+
+
+async def test_delete_rights_blob_references_broadcast_and_audit(
+    served: Served, http: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(30_000)
+    sha = hashlib.sha256(data).hexdigest()
+    base = f"{served.url}/api/rooms/{ROOM}/files"
+    name = "Wrong-Patient Müller CT.zip"
+    mine = await upload(http, served, data, name=name)  # alice, a specialist
+    second = await upload(http, served, os.urandom(100), name="second.bin")
+    # The same study shared in another room too: one blob, two records.
+    elsewhere = {"sha256": sha, "size": len(data), "name": "copy.zip"}
+    async with http.post(
+        f"{served.url}/api/rooms/icu/files/instant", json=elsewhere, headers=auth("ivy", room="icu")
+    ) as resp:
+        assert resp.status == 201
+        icu_copy = (await resp.json())["file"]["id"]
+    async with http.post(f"{base}/{mine}/link", headers=auth("bob")) as resp:
+        old_link = served.url + (await resp.json())["url"]
+    bob = await join(http, served, "bob")
+
+    # Another specialist may not; the uploader may. Refusals are audited, without the name.
+    async with http.delete(f"{base}/{mine}", headers=auth("bob")) as resp:
+        assert resp.status == 403 and (await resp.json())["error"]["code"] == "forbidden"
+    (refused,) = served.audit("file-delete-refused")
+    assert (refused["actor"], refused["file"]) == ("bob", mine)
+    async with http.delete(f"{base}/{mine}", headers=auth("alice")) as resp:
+        assert resp.status == 204
+    assert await next_of(bob, "file-removed") == {"type": "file-removed", "fileId": mine}
+    assert [f["id"] for f in await files(http, served)] == [second]
+    async with http.get(old_link) as resp:
+        assert resp.status == 404
+    async with http.post(f"{base}/{mine}/link", headers=auth("bob")) as resp:
+        assert resp.status == 404
+    async with http.delete(f"{base}/{mine}", headers=auth("alice")) as resp:
+        assert resp.status == 404
+    # The icu room still shares those bytes: the blob stays.
+    assert served.data / "blobs" / sha[:2] / sha in blobs(served)
+    (deleted,) = served.audit("file-deleted")
+    assert (deleted["actor"], deleted["file"], deleted["sha256"]) == ("alice", mine, sha)
+    assert deleted["blobRemoved"] is False
+    assert "Müller" not in json.dumps(served.audit())
+
+    # A host deletes what someone else shared.
+    async with http.delete(f"{base}/{second}", headers=auth("hank", "host")) as resp:
+        assert resp.status == 204
+    assert (await next_of(bob, "file-removed"))["fileId"] == second
+    assert served.audit("file-deleted")[-1]["blobRemoved"] is True
+    await bob.close()
+    # The operator removes the last reference, even after that consultation ended.
+    served.app[SFU].ended_rooms.add("icu")
+    icu = f"{served.url}/api/rooms/icu/files/{icu_copy}"
+    async with http.delete(icu, headers=auth("ivy", "host", room="icu")) as resp:
+        assert resp.status == 410
+    async with http.delete(icu, headers={"Authorization": f"Bearer {API_KEY}"}) as resp:
+        assert resp.status == 204
+    assert blobs(served) == [] and list((served.data / "trash").iterdir()) == []
+    (icu_deleted,) = [e for e in served.app[AUDIT].entries("icu") if e["event"] == "file-deleted"]
+    assert icu_deleted["actor"] == "api-key" and icu_deleted["blobRemoved"] is True
+    # Shared again after that, the bytes come back.
+    again = await upload(http, served, data, name="again.zip")
+    assert [f["id"] for f in await files(http, served)] == [again]
+    assert blobs(served)[0].read_bytes() == data
+
+
+async def test_a_delete_between_an_instant_check_and_its_record_wins(
+    served: Served, http: aiohttp.ClientSession
+) -> None:
+    data = os.urandom(5000)
+    sha = hashlib.sha256(data).hexdigest()
+    first = await upload(http, served, data)
+    service = served.app[FILES]
+    service.require_blob(sha, len(data))  # an instant upload found the bytes...
+    assert service.delete_file(ROOM, first)[1] is True  # ...then the last record went...
+    late = SharedFile("late", ROOM, sha, len(data), "x.bin", "text/plain", "a", "A", 0, None)
+    with pytest.raises(BlobMissing):  # ...so its record is refused, inside its transaction.
+        service.repo.add(late, None, partial(service.require_blob, sha, len(data)))
+    assert service.repo.get_file(ROOM, "late") is None and blobs(served) == []
+    body = {"sha256": sha, "size": len(data), "name": "x.bin"}
+    async with http.post(f"{served.url}/api/rooms/{ROOM}/files/instant", json=body,
+                         headers=auth()) as resp:  # fmt: skip
+        assert resp.status == 404
+
+
+# --------------------------------------------------------------------------- orphans
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+async def test_orphans_are_swept_at_start_up_and_by_the_sweeper(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    first = await start(tmp_path)
+    try:
+        kept_data = os.urandom(1000)
+        kept = await upload(http, first, kept_data)
+        created = await create(http, first, 1000)  # an upload in progress: row and file
+        in_progress = parts(first)[0]
+    finally:
+        await first.server.close()
+    data = first.data
+    # What a crash leaves: a partial file whose row never came, a blob without a record,
+    # and a delete that moved its blob aside but never committed (the record is still there).
+    crashed_part = data / "uploads" / "never-recorded.part"
+    crashed_part.write_bytes(b"x" * 10)
+    orphan_sha = hashlib.sha256(b"orphan").hexdigest()
+    orphan = data / "blobs" / orphan_sha[:2] / orphan_sha
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"orphan")
+    kept_sha = hashlib.sha256(kept_data).hexdigest()
+    (data / "trash").mkdir()
+    os.replace(data / "blobs" / kept_sha[:2] / kept_sha, data / "trash" / f"{kept_sha}.0a1b")
+    for path in (crashed_part, orphan, in_progress):
+        _age(path, ORPHAN_MIN_AGE_S + 60)
+    # Being created right now: too young to be touched.
+    young_part = data / "uploads" / "just-created.part"
+    young_part.write_bytes(b"")
+    young_sha = hashlib.sha256(b"young").hexdigest()
+    young = data / "blobs" / young_sha[:2] / young_sha
+    young.parent.mkdir(parents=True)
+    young.write_bytes(b"young")
+
+    second = await start(tmp_path)
+    try:
+        # The start-up sweep runs in the background: wait for it (bounded).
+        for _ in range(200):
+            if not crashed_part.exists() and not orphan.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert not crashed_part.exists() and not orphan.exists()
+        assert in_progress.exists() and young_part.exists() and young.exists()
+        assert (data / "blobs" / kept_sha[:2] / kept_sha).read_bytes() == kept_data
+        assert list((data / "trash").iterdir()) == []
+        assert await head_offset(http, second, created.headers["Location"]) == 0
+        link = second.app[FILES].signer.mint(ROOM, kept, "bob", int(time.time()))[0]
+        async with http.get(second.url + link) as resp:
+            assert resp.status == 200 and await resp.read() == kept_data
+        # Later, the periodic sweep takes what has grown old meanwhile.
+        _age(young_part, ORPHAN_MIN_AGE_S + 1)
+        _age(young, ORPHAN_MIN_AGE_S + 1)
+        service = second.app[FILES]
+        assert await asyncio.to_thread(service.sweep_orphans, time.time()) == (1, 1)
+        assert not young_part.exists() and not young.exists() and in_progress.exists()
+    finally:
+        await second.server.close()

@@ -37,6 +37,7 @@ CONTRACT_OPERATIONS = {
     ("delete", "/api/rooms/{room}/uploads/{upload}"),
     ("post", "/api/rooms/{room}/files/instant"),
     ("get", "/api/rooms/{room}/files"),
+    ("delete", "/api/rooms/{room}/files/{file}"),
     ("post", "/api/rooms/{room}/files/{file}/link"),
     ("get", "/files/{file}"),
 }
@@ -65,6 +66,7 @@ SUCCESS_STATUS = {
     ("patch", "/api/rooms/{room}/uploads/{upload}"): "204",
     ("delete", "/api/rooms/{room}/uploads/{upload}"): "204",
     ("post", "/api/rooms/{room}/files/instant"): "201",
+    ("delete", "/api/rooms/{room}/files/{file}"): "204",
     ("get", "/healthz"): "200",
     ("post", "/api/rooms"): "201",
     ("delete", "/api/rooms/{room}"): "204",

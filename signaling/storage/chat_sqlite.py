@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from signaling.chat import (
+    AlreadyBurned,
     Author,
     BurnCandidate,
     ChatDraft,
@@ -64,16 +66,23 @@ class SqliteChatRepository:
         """Store the draft with the room's next seq; (message, True).
 
         A draft whose (room, sender, clientId) is already stored is a resend: the stored
-        message comes back with False and nothing is written.
+        message comes back with False and nothing is written. A resend of one that was
+        burned since raises :class:`AlreadyBurned` (its tombstone remembers it).
         """
+        key = (draft.room, draft.sender.id, draft.client_id)
         with self.store.transaction() as conn:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM chat_message "
                 "WHERE room = ? AND sender = ? AND client_id = ?",
-                (draft.room, draft.sender.id, draft.client_id),
+                key,
             ).fetchone()
             if row is not None:
                 return _row_message(row), False
+            tomb = conn.execute(
+                "SELECT seq FROM chat_burned WHERE room = ? AND sender = ? AND client_id = ?", key
+            ).fetchone()
+            if tomb is not None:
+                raise AlreadyBurned(int(tomb[0]))
             last = conn.execute(
                 "SELECT last_seq, last_sent_ms FROM chat_room WHERE room = ?", (draft.room,)
             ).fetchone()
@@ -230,15 +239,27 @@ class SqliteChatRepository:
     def burn(self, ids: Sequence[str]) -> list[str]:
         """Delete the messages and their recipient lists; returns the ids that were there.
 
-        The store runs with secure_delete, so freed pages are zeroed; the WAL still holds the
-        pages as they were written, so it is checkpointed into the database and truncated.
+        Each leaves a tombstone without content (room, sender, clientId, seq, when) so a
+        resend cannot post it again. The store runs with secure_delete, so freed pages are
+        zeroed; the WAL still holds the pages as they were written, so it is checkpointed
+        into the database and truncated.
         """
         if not ids:
             return []
+        burned_ms = int(time.time() * 1000)
         with self.store.transaction() as conn:
             burned = []
             for id_ in ids:
-                if conn.execute("DELETE FROM chat_message WHERE id = ?", (id_,)).rowcount:
+                key = conn.execute(
+                    "SELECT room, sender, client_id, seq FROM chat_message WHERE id = ?", (id_,)
+                ).fetchone()
+                if key is not None:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO chat_burned"
+                        " (room, sender, client_id, seq, burned_ms) VALUES (?, ?, ?, ?, ?)",
+                        (*key, burned_ms),
+                    )
+                    conn.execute("DELETE FROM chat_message WHERE id = ?", (id_,))
                     burned.append(id_)
                 conn.execute("DELETE FROM chat_burn_recipient WHERE message_id = ?", (id_,))
         if burned:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +63,11 @@ def _file(row: tuple[Any, ...]) -> SharedFile:
     )
 
 
+def _referenced(conn: sqlite3.Connection, sha256: str) -> bool:
+    found = conn.execute("SELECT 1 FROM shared_file WHERE sha256 = ? LIMIT 1", (sha256,))
+    return found.fetchone() is not None
+
+
 def _upload(row: tuple[Any, ...]) -> UploadState:
     return UploadState(*row)
 
@@ -84,6 +91,22 @@ class SqliteFileRepository:
             ).fetchone()
         return None if row is None else _file(row)
 
+    def absent(self, room: str, file_ids: Collection[str]) -> set[str]:
+        """The ids among these that name no file of that room (any more): chat attachments
+        of files since deleted."""
+        if not file_ids:
+            return set()
+        with self.store.reading() as conn:
+            present = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM shared_file WHERE room = ? AND id IN"
+                    f" ({', '.join('?' * len(file_ids))})",
+                    (room, *file_ids),
+                )
+            }
+        return set(file_ids) - present
+
     def list_room(self, room: str) -> list[dict[str, Any]]:
         """The room's files, newest last."""
         with self.store.reading() as conn:
@@ -102,8 +125,18 @@ class SqliteFileRepository:
             ).fetchone()
         return None if row is None else _file(row)
 
-    def add(self, shared: SharedFile, finished_upload: str | None = None) -> None:
-        """Record a shared file; the tus upload it came from goes in the same transaction."""
+    def add(
+        self,
+        shared: SharedFile,
+        finished_upload: str | None = None,
+        place_blob: Callable[[], None] | None = None,
+    ) -> None:
+        """Record a shared file; the tus upload it came from goes in the same transaction.
+
+        ``place_blob`` runs inside the transaction, after the inserts, and may raise to undo
+        them: it puts the bytes in place (or checks they are there) while no delete can
+        retire that blob, so a record never points at bytes a concurrent delete removed.
+        """
         with self.store.transaction() as conn:
             conn.execute(
                 f"INSERT INTO shared_file ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -122,6 +155,42 @@ class SqliteFileRepository:
             )
             if finished_upload is not None:
                 conn.execute("DELETE FROM upload WHERE id = ?", (finished_upload,))
+            if place_blob is not None:
+                place_blob()
+
+    def delete(
+        self, room: str, file_id: str, retire_blob: Callable[[str], None]
+    ) -> tuple[SharedFile | None, bool]:
+        """Remove a room's record: (the record or None, whether it was the blob's last one).
+
+        When no record of any room references the sha256 any more, ``retire_blob(sha256)``
+        runs inside the same transaction (it moves the blob aside; the caller deletes it
+        after the commit). Adding a record takes the same write lock, so either the new
+        record is counted here or its ``place_blob`` sees the blob gone and acts on that.
+        """
+        with self.store.transaction() as conn:
+            row = conn.execute(
+                f"SELECT {_FILE_COLUMNS} FROM shared_file WHERE room = ? AND id = ?",
+                (room, file_id),
+            ).fetchone()
+            if row is None:
+                return None, False
+            shared = _file(row)
+            conn.execute("DELETE FROM shared_file WHERE id = ?", (file_id,))
+            last = not _referenced(conn, shared.sha256)
+            if last:
+                retire_blob(shared.sha256)
+            return shared, last
+
+    def settle_blob(self, sha256: str, action: Callable[[bool], None]) -> None:
+        """Run ``action(referenced)`` inside a write transaction: whether any record of any
+        room references these bytes cannot change until it returns."""
+        with self.store.transaction() as conn:
+            action(_referenced(conn, sha256))
+
+    def referenced(self, sha256: str) -> bool:
+        with self.store.reading() as conn:
+            return _referenced(conn, sha256)
 
     # -- uploads in progress --------------------------------------------------------------
 
@@ -162,6 +231,11 @@ class SqliteFileRepository:
     def delete_upload(self, upload_id: str) -> None:
         with self.store.transaction() as conn:
             conn.execute("DELETE FROM upload WHERE id = ?", (upload_id,))
+
+    def has_upload(self, upload_id: str) -> bool:
+        with self.store.reading() as conn:
+            row = conn.execute("SELECT 1 FROM upload WHERE id = ?", (upload_id,)).fetchone()
+        return row is not None
 
     def expired_uploads(self, now_ms: int, limit: int = 100) -> list[UploadState]:
         with self.store.reading() as conn:

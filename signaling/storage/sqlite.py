@@ -48,6 +48,18 @@ MIGRATIONS: list[str] = [
         room TEXT PRIMARY KEY, ended_ms INTEGER NOT NULL
     );
     """,
+    # 6: tombstones of burned chat messages, without content: a resend of one (same room,
+    # sender and clientId) is refused instead of posted again.
+    """
+    CREATE TABLE chat_burned (
+        room TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        burned_ms INTEGER NOT NULL,
+        PRIMARY KEY (room, sender, client_id)
+    );
+    """,
 ]
 
 
