@@ -2,10 +2,14 @@
 // instant upload when the server already has those bytes, otherwise a resumable tus upload
 // (tus-js-client; a dropped connection or a page reload resumes where it stopped) → the file
 // goes into the chat as an attachment. The file list shows DICOM study summaries.
+// Whoever shared a file, and hosts, can delete it (file-removed): it leaves the list, and its
+// chat attachments stay but show it as removed. History from the server flags them
+// `removed: true`; live, this module marks them on file-removed (removedIds).
 
 const SLICE = 8 * 1024 * 1024;
 const RETRY_DELAYS = [0, 1000, 3000, 5000, 10000];
 const SPEED_WINDOW_MS = 3000;
+const removedIds = new Set(); // files deleted while this page was open
 
 export function formatSize(bytes) {
   if (bytes < 1024) return `${bytes} B`;
@@ -41,7 +45,7 @@ export function studySummary(dicom) {
 }
 
 // A file as a card (chat attachment and file list alike): name, size, study, download.
-export function renderFileCard(file, ctx, { uploader = false } = {}) {
+export function renderFileCard(file, ctx, { uploader = false, onDelete = null } = {}) {
   const card = document.createElement('div');
   card.className = 'file-card';
   card.dataset.fileId = file.id;
@@ -76,7 +80,42 @@ export function renderFileCard(file, ctx, { uploader = false } = {}) {
   dl.setAttribute('aria-label', `Download ${file.name}`);
   dl.addEventListener('click', () => download(file, ctx, dl));
   card.append(icon, info, dl);
+  if (onDelete) {
+    const del = document.createElement('button');
+    del.type = 'button';
+    del.className = 'file-delete';
+    del.textContent = 'Delete';
+    del.setAttribute('aria-label', `Delete ${file.name}`);
+    del.addEventListener('click', () => onDelete(file, del));
+    card.append(del);
+  }
+  if (file.removed || removedIds.has(file.id)) markRemoved(card);
   return card;
+}
+
+// The card stays where it is (a chat message said it attached this file) but cannot be
+// downloaded any more.
+function markRemoved(card) {
+  card.classList.add('removed');
+  const dl = card.querySelector('.file-download');
+  if (dl) {
+    dl.disabled = true;
+    dl.textContent = 'Removed';
+    dl.setAttribute('aria-label', 'This file was deleted');
+  }
+}
+
+// The page's confirmation dialog (the one host actions use).
+function confirmDialog(title, text, okLabel) {
+  const dlg = document.getElementById('confirm-dialog');
+  document.getElementById('confirm-title').textContent = title;
+  document.getElementById('confirm-text').textContent = text;
+  document.getElementById('confirm-ok').textContent = okLabel;
+  return new Promise((resolve) => {
+    dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok'), { once: true });
+    dlg.returnValue = '';
+    dlg.showModal();
+  });
 }
 
 export function svgIcon(id) {
@@ -147,7 +186,14 @@ export function initFiles(ctx) {
     canUpload = ctx.permissions().includes('chat');
     ui.pick.hidden = !canUpload;
     ui.attach.hidden = !canUpload;
+    for (const el of ui.list.querySelectorAll('.file-card')) {
+      const del = el.querySelector('.file-delete');
+      if (del) del.hidden = !mayDelete(files.get(el.dataset.fileId));
+    }
   };
+  // The server decides; this only hides a button that would be refused.
+  const mayDelete = (f) => !!f && (ctx.permissions().includes('admin')
+    || (!!ctx.self() && !!f.uploadedBy && f.uploadedBy.id === ctx.self().id));
   ctx.onPermissionsChanged(applyPermissions);
   ctx.onJoined(() => {
     applyPermissions();
@@ -157,26 +203,68 @@ export function initFiles(ctx) {
   ctx.on('file-shared', (msg) => {
     if (msg.file) addFile(msg.file);
   });
+  ctx.on('file-removed', (msg) => {
+    if (msg.fileId) removeFile(msg.fileId);
+  });
 
   async function refreshList() {
     try {
       const resp = await fetch(`/api/rooms/${encodeURIComponent(ctx.room())}/files`, { headers: authHeaders(ctx) });
       if (!resp.ok) return;
       const body = await resp.json();
-      for (const f of body.files || []) addFile(f);
+      const listed = new Set();
+      for (const f of body.files || []) { listed.add(f.id); addFile(f); }
+      // Deleted while this page was away (a reconnect): gone from the server's list.
+      for (const id of [...files.keys()]) if (!listed.has(id)) removeFile(id);
     } catch (err) {
       console.warn('consilium: file list', err);
     }
   }
 
   function addFile(f) {
-    if (!f || !f.id || files.has(f.id)) return;
+    if (!f || !f.id || files.has(f.id) || removedIds.has(f.id)) return;
     files.set(f.id, f);
     const li = document.createElement('li');
-    li.append(renderFileCard(f, ctx, { uploader: true }));
+    const card = renderFileCard(f, ctx, { uploader: true, onDelete: deleteFile });
+    card.querySelector('.file-delete').hidden = !mayDelete(f);
+    li.append(card);
     ui.list.append(li); // the server lists newest last, and live ones are newer
-    ui.empty.hidden = true;
-    ui.count.textContent = String(files.size);
+    showCount();
+  }
+
+  function showCount() {
+    ui.empty.hidden = files.size > 0;
+    ui.count.textContent = files.size ? String(files.size) : '';
+  }
+
+  function removeFile(id) {
+    removedIds.add(id);
+    files.delete(id);
+    const item = ui.list.querySelector(`.file-card[data-file-id="${CSS.escape(id)}"]`);
+    if (item) item.closest('li').remove();
+    showCount();
+    // Chat attachments (and any other card) of this file stay, shown as removed.
+    for (const card of document.querySelectorAll(`.file-card[data-file-id="${CSS.escape(id)}"]`)) {
+      markRemoved(card);
+    }
+  }
+
+  async function deleteFile(f, button) {
+    const ok = await confirmDialog(`Delete ${f.name}?`,
+      'It is removed for everyone in this consultation and can no longer be downloaded.',
+      'Delete');
+    if (!ok) return;
+    button.disabled = true;
+    try {
+      const resp = await fetch(`/api/rooms/${encodeURIComponent(ctx.room())}/files/${encodeURIComponent(f.id)}`, {
+        method: 'DELETE', headers: authHeaders(ctx),
+      });
+      if (!resp.ok && resp.status !== 404) throw new Error(await apiError(resp));
+      removeFile(f.id); // file-removed follows for everyone else
+    } catch (err) {
+      button.disabled = false;
+      ctx.showError(`Could not delete ${f.name}: ${err.message || err}`, { fatal: false });
+    }
   }
 
   // ------------------------------------------------------------------ picking and dropping
