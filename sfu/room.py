@@ -96,6 +96,8 @@ class Session:
         self.audio_muted = False
         self.video_muted = False
         self.muted_by_host = False
+        # "reconnecting" while the signaling socket is gone and the session waits for a resume.
+        self.connection = "connected"
         self.publisher_pc: RTCPeerConnection | None = None
         self.subscriber_pc: RTCPeerConnection | None = None
         self.producers: dict[str, Producer] = {}
@@ -105,6 +107,8 @@ class Session:
         self._pending_retire: list[RTCRtpTransceiver] = []
         self._negotiation: asyncio.Task[None] | None = None
         self._answer: asyncio.Future[str] | None = None
+        self._offer: dict[str, Any] | None = None  # the subscribe-offer awaiting its answer
+        self._offer_resends = 0
         self._renegotiate = False
         self._publish_lock = asyncio.Lock()
         self._tiles: dict[str, TileView] = {}  # participant id -> how the page shows them
@@ -131,6 +135,7 @@ class Session:
             "videoMuted": self.video_muted,
             "publishing": sorted({str(p.kind) for p in self.producers.values()}),
             "joinedAt": int(self.joined_at),
+            "connection": self.connection,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -371,18 +376,18 @@ class Session:
                 }
             )
         self._answer = asyncio.get_running_loop().create_future()
-        await self.link.send(
-            {"type": "subscribe-offer", "sdp": pc.localDescription.sdp, "tracks": tracks}
-        )
+        self._offer = {"type": "subscribe-offer", "sdp": pc.localDescription.sdp, "tracks": tracks}
         try:
-            answer_sdp = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
-        except TimeoutError:
-            await self.room.remove(
-                self, "no answer to subscribe-offer", notify_code="negotiation-failed"
-            )
-            return False
+            await self.link.send(self._offer)
+            answer_sdp = await self._wait_for_answer(self._answer)
+            if answer_sdp is None:
+                await self.room.remove(
+                    self, "no answer to subscribe-offer", notify_code="negotiation-failed"
+                )
+                return False
         finally:
             self._answer = None
+            self._offer = None
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         except Exception as exc:
@@ -400,6 +405,34 @@ class Session:
             producer.request_keyframe(now, layer or 0)
         self.downlink.allocate(now)
         return True
+
+    async def _wait_for_answer(self, answer: asyncio.Future[str]) -> str | None:
+        """The answer, or None when the client let ANSWER_TIMEOUT_S pass without one.
+
+        A client whose signaling socket is away cannot answer: the grace period decides about
+        it. A resumed client gets the offer again and a fresh ANSWER_TIMEOUT_S.
+        """
+        while True:
+            resends = self._offer_resends
+            try:
+                return await asyncio.wait_for(asyncio.shield(answer), ANSWER_TIMEOUT_S)
+            except TimeoutError:
+                if self.connection != "connected" or self._offer_resends != resends:
+                    continue
+                return None
+
+    def pending_offer(self) -> dict[str, Any] | None:
+        """The subscribe-offer the client has not answered yet (None: nothing outstanding)."""
+        if self._answer is None or self._answer.done():
+            return None
+        return self._offer
+
+    async def resend_offer(self, offer: dict[str, Any]) -> None:
+        """Send the pending offer again (it went to a socket that died before it arrived)."""
+        if self.pending_offer() is not offer:
+            return
+        self._offer_resends += 1
+        await self.link.send(offer)
 
     def accept_answer(self, answer_sdp: str) -> None:
         if self._answer is None or self._answer.done():
@@ -607,6 +640,16 @@ class Room:
             session.video_muted = muted
         await _broadcast(
             list(self.sessions.values()),
+            {"type": "participant-updated", "participant": session.describe()},
+        )
+
+    async def set_connection(self, session: Session, connection: str) -> None:
+        """The participant's signaling socket dropped ("reconnecting") or was resumed."""
+        if session.connection == connection or session.closed:
+            return
+        session.connection = connection
+        await _broadcast(
+            [s for s in self.sessions.values() if s is not session],
             {"type": "participant-updated", "participant": session.describe()},
         )
 

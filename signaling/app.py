@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -12,10 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 from prometheus_client import CollectorRegistry
 
 from sfu.adapters.aiortc_adapter import configure_ice_hosts
+from sfu.clock import now_ms
 from sfu.errors import SfuError
 from sfu.room import Session, Sfu, SfuSettings
 from signaling.audit import AuditLog
@@ -57,6 +59,7 @@ from signaling.messages import (
 from signaling.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from signaling.metrics import registry_for
 from signaling.metrics import render as render_metrics
+from signaling.resume import LinkState, ResumeLimits, ResumeState, Route, keeps_session
 from signaling.storage.chat_sqlite import SqliteChatRepository
 from signaling.storage.rooms_sqlite import SqliteEndedRooms
 from signaling.storage.sqlite import SqliteStore
@@ -90,20 +93,95 @@ def api_error(status: int, code: str, message: str) -> web.Response:
 
 
 class WsLink:
-    """SessionLink over one aiohttp WebSocket."""
+    """SessionLink over the signaling WebSocket.
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
+    One per session: when the socket drops without ``leave`` the link outlives it for the
+    grace period, keeps what the session is sent (signaling.resume decides), and a resumed
+    socket is attached to it and first gets those messages, in order.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, limits: ResumeLimits) -> None:
+        self.ws: web.WebSocketResponse | None = ws
         self.session: Session | None = None
         self.grant: Grant | None = None
+        self.resume: ResumeState[str] = ResumeState(limits)
+        # Set on a new socket's link when its join resumed another session's link.
+        self.resumed_into: WsLink | None = None
+        # The client's close frame code (or protocol violation) on this link's first socket.
+        self.peer_close_code: int | None = None
+        self._grace: asyncio.Task[None] | None = None
+        self._expire_now = asyncio.Event()
+        self._chores: set[asyncio.Future[bool]] = set()
 
     async def send(self, message: dict[str, Any]) -> None:
-        if not self.ws.closed:
-            await self.ws.send_json(message)
+        ws = self.ws
+        if self.session is None:  # not joined: nothing to resume
+            if ws is not None and not ws.closed:
+                await ws.send_json(message)
+            return
+        text = json.dumps(message)  # ASCII (ensure_ascii): characters are bytes
+        kind = str(message.get("type", ""))
+        is_open = ws is not None and not ws.closed
+        route = self.resume.route(kind, text, len(text), socket_open=is_open)
+        if route is Route.SEND and ws is not None:
+            try:
+                await ws.send_str(text)
+            except Exception:  # the socket died under us: keep it for a resume
+                route = self.resume.route(kind, text, len(text), socket_open=False)
+        if route is Route.OVERFLOW:
+            self._expire_now.set()
 
     async def close(self, reason: str) -> None:
-        if not self.ws.closed:
-            await self.ws.close(code=1000, message=reason.encode()[:120])
+        # The session is over (left, removed, fatal error): nothing more is kept or resumed.
+        self.forget()
+        ws = self.ws
+        if ws is not None and not ws.closed:
+            await ws.close(code=1000, message=reason.encode()[:120])
+
+    def forget(self) -> None:
+        self.resume.close()
+        self.forget_grace()
+
+    def forget_grace(self) -> None:
+        task, self._grace = self._grace, None
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+
+    def close_later(self, ws: web.WebSocketResponse, code: int, reason: str) -> None:
+        """Close a replaced socket without waiting for its (possibly dead) peer."""
+        task = asyncio.ensure_future(ws.close(code=code, message=reason.encode()))
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+
+def _resume_limits(settings: Settings) -> ResumeLimits:
+    return ResumeLimits(grace_ms=int(settings.resume_grace_s * 1000))
+
+
+async def _detach(link: WsLink, session: Session, close_code: int | None) -> None:
+    """The socket dropped without leave: keep the session, media flowing, for a resume."""
+    link.ws = None
+    link.resume.detach(now_ms())
+    link._expire_now.clear()
+    link._grace = asyncio.ensure_future(_grace_period(link, session))
+    session.room._audit("participant-reconnecting", session.identity, closeCode=close_code)
+    await session.room.set_connection(session, "reconnecting")
+
+
+async def _grace_period(link: WsLink, session: Session) -> None:
+    """Remove the session, as a plain disconnect, unless it is resumed in time."""
+    state = link.resume
+    while state.state is LinkState.DETACHED and not state.expired(now_ms()):
+        assert state.deadline_ms is not None
+        remaining_s = max(0.0, (state.deadline_ms - now_ms()) / 1000)
+        with contextlib.suppress(TimeoutError):
+            # Woken early when the kept messages overflow.
+            await asyncio.wait_for(link._expire_now.wait(), remaining_s)
+    if state.state is not LinkState.DETACHED:
+        return  # resumed, or removed meanwhile (host, end of the consultation)
+    state.close()
+    if not session.closed:
+        await session.room.remove(session, "disconnected")
 
 
 # aiohttp closes a socket whose pong is late by half the heartbeat. At 20 % loss one TCP segment
@@ -118,15 +196,22 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     app = request.app
     app[SOCKETS].add(ws)
-    link = WsLink(ws)
+    link = WsLink(ws, _resume_limits(app[SETTINGS]))
     try:
         await _serve_socket(app, ws, link)
     finally:
         # link.session, not a return value: a cancelled or failing handler must still leave.
         app[SOCKETS].discard(ws)
-        session = link.session
-        if session is not None and not session.closed:
-            await session.room.remove(session, "disconnected")
+        active = link.resumed_into or link
+        session = active.session
+        # active.ws is not ws: a resumed socket took the session over; it is not ours to end.
+        if session is not None and not session.closed and active.ws is ws:
+            # aiohttp reports an abrupt drop as close code 1000 too: judge by the client's frame.
+            if keeps_session(link.peer_close_code, active.resume.limits.grace_ms):
+                await _detach(active, session, link.peer_close_code)
+            else:
+                active.forget()
+                await session.room.remove(session, "disconnected")
     return ws
 
 
@@ -138,16 +223,19 @@ async def _serve_socket(
     def joined() -> bool:
         return session is not None
 
-    async for msg in _messages(ws, joined):
-        if msg.type == WSMsgType.ERROR:
-            break
+    async for msg in _messages(ws, joined, link):
+        if msg.type == WSMsgType.ERROR or link.ws is not ws:
+            break  # (or a resumed socket has taken this session over)
         raw: str | bytes = msg.data
         try:
             parsed = parse_client_message(raw)
             if session is None:
                 if not isinstance(parsed, Join):
                     raise ProtocolError("not-joined", "send a join message first")
-                session = link.session = await _join(app, parsed, link)
+                session = await _join(app, parsed, link)
+                if link.resumed_into is not None:
+                    link = link.resumed_into
+                link.session = session
                 continue
             if isinstance(parsed, CHAT_COMMANDS):
                 await app[CHAT].handle(session, parsed, link.grant)
@@ -178,8 +266,14 @@ async def _serve_socket(
     return session
 
 
-async def _messages(ws: web.WebSocketResponse, joined: Callable[[], bool]) -> AsyncIterator[Any]:
-    """Yield text/binary frames; close sockets that have not joined within JOIN_TIMEOUT_S."""
+async def _messages(
+    ws: web.WebSocketResponse, joined: Callable[[], bool], link: WsLink
+) -> AsyncIterator[Any]:
+    """Yield text/binary frames; close sockets that have not joined within JOIN_TIMEOUT_S.
+
+    Notes in ``link.peer_close_code`` how the client ended the socket: the code of its close
+    frame or of its protocol violation; None when the connection just went away.
+    """
     join_deadline = time.monotonic() + JOIN_TIMEOUT_S
     while not ws.closed:
         try:
@@ -195,8 +289,13 @@ async def _messages(ws: web.WebSocketResponse, joined: Callable[[], bool]) -> As
             exc = ws.exception()
             if exc is not None and "exceeds limit" in str(exc):
                 log.info("closed a socket that sent an oversized frame")
+            if isinstance(exc, WebSocketError):  # a bad frame, not the network
+                link.peer_close_code = exc.code
             return
-        elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+        elif msg.type == WSMsgType.CLOSE:
+            link.peer_close_code = msg.data if isinstance(msg.data, int) else None
+            return
+        elif msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED):
             return
 
 
@@ -210,6 +309,10 @@ async def _join(app: web.Application, join: Join, link: WsLink) -> Session:
     override = room.role_overrides.get(grant.identity)
     if override is not None:
         grant = _with_role(grant, Role(override))
+    if join.resume is not None:
+        resumed = await _resume(app, room, grant.identity, join.resume, link)
+        if resumed is not None:
+            return resumed
     link.grant = grant
     session = await room.join(
         grant.identity,
@@ -219,21 +322,73 @@ async def _join(app: web.Application, join: Join, link: WsLink) -> Session:
         can_subscribe=grant.can(Permission.SUBSCRIBE),
         link=link,
     )
-    await link.send(
-        {
-            "type": "joined",
-            "version": PROTOCOL_VERSION,
-            "room": room.id,
-            "self": {
-                **session.describe(),
-                "permissions": sorted(str(p) for p in grant.permissions),
-            },
-            "participants": [s.describe() for s in room.sessions.values() if s is not session],
-            "iceServers": [s.as_dict() for s in app[SETTINGS].ice_servers],
-            "maxMessageBytes": MAX_MESSAGE_BYTES,
-            "recording": room.recording_state(),
-        }
-    )
+    await link.send(_joined_message(app, session, grant, link, resumed=False))
+    return session
+
+
+def _joined_message(
+    app: web.Application, session: Session, grant: Grant, link: WsLink, *, resumed: bool
+) -> dict[str, Any]:
+    room = session.room
+    return {
+        "type": "joined",
+        "version": PROTOCOL_VERSION,
+        "room": room.id,
+        "self": {
+            **session.describe(),
+            "permissions": sorted(str(p) for p in grant.permissions),
+        },
+        "participants": [s.describe() for s in room.sessions.values() if s is not session],
+        "iceServers": [s.as_dict() for s in app[SETTINGS].ice_servers],
+        "maxMessageBytes": MAX_MESSAGE_BYTES,
+        "recording": room.recording_state(),
+        "resumeToken": link.resume.token,
+        "resumed": resumed,
+    }
+
+
+async def _resume(
+    app: web.Application, room: Any, identity: str, token: str, link: WsLink
+) -> Session | None:
+    """Attach this socket to the identity's kept session, or None for a full join."""
+    session = room.sessions.get(identity)
+    if session is None or session.closed or not isinstance(session.link, WsLink):
+        return None
+    target: WsLink = session.link
+    now = now_ms()
+    if target.grant is None or not target.resume.may_resume(token, now):
+        return None
+    away_ms = now - target.resume.detached_at_ms if target.resume.detached_at_ms else 0
+    ws = link.ws
+    assert ws is not None
+    stale = target.ws
+    target.forget_grace()
+    target.ws = ws
+    link.resumed_into = target
+    # The offer waiting for an answer went out on the old socket unless it was kept: then the
+    # client may never have seen it, so it is sent again after the replay.
+    offer = session.pending_offer()
+    resend = offer is not None and not target.resume.queued_since_drop("subscribe-offer")
+    replayed = target.resume.queued
+    target.resume.begin_replay()
+    if stale is not None and stale is not ws and not stale.closed:
+        # The old socket still looked alive (a half-open TCP connection): retire it quietly.
+        target.close_later(stale, 4001, "resumed on another connection")
+    room._audit("participant-resumed", identity, awayMs=away_ms, replayed=replayed)
+    # `joined` first, then what was kept (messages sent meanwhile queue behind it).
+    try:
+        await ws.send_str(
+            json.dumps(_joined_message(app, session, target.grant, target, resumed=True))
+        )
+        while (text := target.resume.next_to_replay()) is not None:
+            await ws.send_str(text)
+    except Exception:
+        # Dropped again while catching up: this handler's exit starts a new grace period.
+        log.info("resumed socket of %s closed during the replay", identity)
+        return session
+    await room.set_connection(session, "connected")
+    if resend and offer is not None:
+        await session.resend_offer(offer)
     return session
 
 

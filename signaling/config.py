@@ -34,6 +34,9 @@ class Settings:
     nack: bool = True
     # Largest file one tus upload may carry (Tus-Max-Size); a zipped CT study is a few GB.
     max_upload_bytes: int = 8 * 1024**3
+    # A joined socket that drops without leave keeps its session (media flowing) this long for
+    # the client to resume it; 0 removes the participant at once.
+    resume_grace_s: float = 20.0
 
     @property
     def dev_mode(self) -> bool:
@@ -108,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-upload-bytes", type=int, help="largest shared file in bytes (default 8 GiB)"
     )
+    serve.add_argument(
+        "--resume-grace-s",
+        type=float,
+        metavar="S",
+        help="keep a dropped participant's session this long for a resume (default 20; 0: off)",
+    )
     serve.add_argument("--log-level", default="INFO")
     audit = sub.add_parser("audit", help="inspect the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
@@ -173,6 +182,10 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
     )
     if s.max_upload_bytes < 1:
         raise ValueError("--max-upload-bytes must be at least 1")
+    grace = pick(getattr(args, "resume_grace_s", None), "RESUME_GRACE_S")
+    s.resume_grace_s = float(grace) if grace is not None else s.resume_grace_s
+    if not 0 <= s.resume_grace_s <= 3600:
+        raise ValueError("--resume-grace-s must be from 0 to 3600")
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
     if s.max_participants < 1:

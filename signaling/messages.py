@@ -107,6 +107,8 @@ class Join:
     # Optional room the page thinks it is joining; when given, the token must be for it
     # (token-wrong-room) instead of silently landing the user in the token's room.
     room: str | None = None
+    # joined.resumeToken of a session whose socket dropped: re-attach to it if still possible.
+    resume: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +336,11 @@ def _parse_join(obj: dict[str, Any]) -> Join:
     room = obj.get("room")
     if room is not None and not is_valid_room_id(room):
         raise ProtocolError("bad-field", "field 'room' must match [A-Za-z0-9_-]{1,64}")
-    return Join(token=_require_str(obj, "token"), version=version, room=room)
+    resume = obj.get("resume")
+    if resume is not None:
+        # Any string is accepted: a wrong or stale one just means a full join.
+        resume = _require_str(obj, "resume")
+    return Join(token=_require_str(obj, "token"), version=version, room=room, resume=resume)
 
 
 def _parse_mute(obj: dict[str, Any]) -> Mute:

@@ -89,6 +89,8 @@ VALID: list[tuple[str | bytes, ClientMessage]] = [
     (msg(type="join", token="t", version=1, extra="ignored"), Join(token="t", version=1)),
     (msg(type="join", token="t", version=1, room="ward-7"), Join("t", 1, room="ward-7")),
     (msg(type="join", token="t", version=1, room=None), Join(token="t", version=1)),
+    (msg(type="join", token="t", version=1, resume="r-1"), Join("t", 1, resume="r-1")),
+    (msg(type="join", token="t", version=1, resume=None), Join(token="t", version=1)),
     (msg(type="publish", sdp=SDP), Publish(sdp=SDP)),
     (msg(type="subscribe-answer", sdp=SDP), SubscribeAnswer(sdp=SDP)),
     (msg(type="mute", kind="audio", muted=True), Mute(kind="audio", muted=True)),
@@ -192,6 +194,8 @@ INVALID: list[tuple[str, str | bytes]] = [
     ("bad-field", msg(type="join", version=1, token="t", room="ward 7")),
     ("bad-field", msg(type="join", version=1, token="t", room="r" * 65)),
     ("bad-field", msg(type="join", version=1, token="t", room=7)),
+    ("bad-field", msg(type="join", version=1, token="t", resume=7)),
+    ("bad-field", msg(type="join", version=1, token="t", resume=["r"])),
     # publish / subscribe-answer
     ("bad-field", msg(type="publish")),
     ("bad-field", msg(type="publish", sdp=None)),

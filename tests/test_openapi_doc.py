@@ -46,7 +46,16 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "tra
 # Fields of the contract's JSON objects, so a renamed field in the doc is caught.
 CONTRACT_FIELDS = {
     "Room": {"id", "participants", "maxParticipants", "createdAt"},
-    "Participant": {"id", "name", "role", "audioMuted", "videoMuted", "publishing", "joinedAt"},
+    "Participant": {
+        "id",
+        "name",
+        "role",
+        "audioMuted",
+        "videoMuted",
+        "publishing",
+        "joinedAt",
+        "connection",
+    },
     "TokenRequest": {"room", "identity", "name", "role", "ttlSeconds", "permissions"},
     "TokenResponse": {"token", "identity", "expiresAt", "url"},
     "Error": {"error"},

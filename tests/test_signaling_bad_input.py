@@ -839,6 +839,8 @@ async def test_client_vanishing_mid_publish_is_cleaned_up(
     monkeypatch.setattr(Session, "publish", publish_after_vanish)
     # The vanisher never answers its subscribe-offer; that timeout must not be what cleans up.
     monkeypatch.setattr(sfu.room, "ANSWER_TIMEOUT_S", 3600.0)
+    # A dropped connection is first kept for a resume: keep that grace period short here.
+    server.settings.resume_grace_s = 0.5
     witness = SyntheticParticipant(server.url, room="vanish", name="Witness", video_size=(160, 120))
     try:
         # The witness publishes, so the vanisher also has a server-side subscriber PC.

@@ -211,7 +211,7 @@ class SyntheticParticipant:
 
     async def _join(self) -> dict[str, Any]:
         assert self._session is not None
-        token = self._token or await self._fetch_dev_token()
+        token = self._token = self._token or await self._fetch_dev_token()
         self._ws = await self._session.ws_connect(_ws_url(self.base_url), autoping=True)
         self._reader = asyncio.create_task(self._read_loop(), name=f"{self.name}-ws-reader")
         self._negotiator = asyncio.create_task(
@@ -256,6 +256,60 @@ class SyntheticParticipant:
         if self._session is not None:
             await self._session.close()
         self._notify()
+
+    async def drop_connection(self) -> None:
+        """Lose the signaling socket abruptly (no leave, no close frame); media keeps flowing."""
+        ws, self._ws = self._ws, None
+        if ws is None:
+            return
+        ws._response.close()  # the TCP connection just goes (hospital Wi-Fi, a lift)
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        self._notify()
+
+    async def resume(self, resume_token: str | None = None) -> dict[str, Any]:
+        """Reconnect the signaling socket, asking for the kept session (``joined.resumeToken``
+        unless another token is given). Returns the ``joined`` reply.
+
+        ``resumed: true``: the peer connections and media simply carry on. ``resumed: false``
+        (the grace period was over, or the token wrong): the old connections are dropped and
+        the participant publishes again, as a fresh join would.
+        """
+        assert self._session is not None and self._token is not None and self.joined is not None
+        if resume_token is None:
+            resume_token = str(self.joined.get("resumeToken", ""))
+        self._ws = await self._session.ws_connect(_ws_url(self.base_url), autoping=True)
+        self._reader = asyncio.create_task(self._read_loop(), name=f"{self.name}-ws-reader")
+        start = len(self.messages)
+        await self.send(
+            {"type": "join", "version": 1, "token": self._token, "resume": resume_token}
+        )
+        reply = await self._first_message({"joined", "error", "removed"}, start, JOIN_TIMEOUT_S)
+        if reply["type"] != "joined":
+            raise SyntheticClientError(f"join refused: {reply}", reply)
+        self.joined = reply
+        if not reply.get("resumed"):
+            await self._reset_media()
+            if (self.publish_audio or self.publish_video) and self._may_publish(self._token):
+                await self._publish()
+        return reply
+
+    async def _reset_media(self) -> None:
+        consumers = list(self._consumers.values())
+        self._consumers.clear()
+        for task in consumers:
+            task.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
+        for pc in (self.publish_pc, self.subscribe_pc):
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()
+        for track in (self.video_track, self.audio_track):
+            if track is not None:
+                track.stop()
+        self.publish_pc = self.subscribe_pc = None
+        self._mid_to_participant = {}
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.send_raw(json.dumps(message))
