@@ -782,6 +782,9 @@ async def instant_upload(request: web.Request) -> web.Response:
         _audit(request, "upload-refused", room_id, caller.identity, reason="too-large")
         return _error(413, "too-large", f"uploads are limited to {service.max_size} bytes")
     missing = _error(404, "not-found", "the server does not have these bytes: upload them")
+    # Same answer as for unknown bytes: whether another room holds them is not for this caller.
+    if not service.repo.may_claim(room_id, caller.identity, digest):
+        return missing
     try:
         service.require_blob(digest, size)
         type_ = body.get("type")

@@ -543,7 +543,9 @@ async def test_delete_rights_blob_references_broadcast_and_audit(
     # The same study shared in another room too: one blob, two records.
     elsewhere = {"sha256": sha, "size": len(data), "name": "copy.zip"}
     async with http.post(
-        f"{served.url}/api/rooms/icu/files/instant", json=elsewhere, headers=auth("ivy", room="icu")
+        f"{served.url}/api/rooms/icu/files/instant",
+        json=elsewhere,
+        headers=auth("alice", room="icu"),
     ) as resp:
         assert resp.status == 201
         icu_copy = (await resp.json())["file"]["id"]
@@ -678,3 +680,23 @@ async def test_orphans_are_swept_at_start_up_and_by_the_sweeper(
         assert not young_part.exists() and not young.exists() and in_progress.exists()
     finally:
         await second.server.close()
+
+
+async def test_instant_upload_needs_more_than_the_hash(
+    served: Served, http: aiohttp.ClientSession
+) -> None:
+    """Knowing a study's sha256 must not pull a copy into another room without the bytes."""
+    data = os.urandom(50_000)
+    await upload(http, served, data)  # alice, in ROOM
+    body = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "name": "x.bin"}
+    other_room = f"{served.url}/api/rooms/elsewhere/files/instant"
+    async with http.post(other_room, json=body, headers=auth("mallory", room="elsewhere")) as r:
+        assert r.status == 404  # the same answer as for bytes the server never saw
+        assert (await r.json())["error"]["code"] == "not-found"
+    # In the room where the file is shared, anyone may; so may its uploader anywhere.
+    same_room = f"{served.url}/api/rooms/{ROOM}/files/instant"
+    async with http.post(same_room, json=body, headers=auth("carol", "bedside")) as r:
+        assert r.status == 201
+    async with http.post(other_room, json=body, headers=auth("alice", room="elsewhere")) as r:
+        assert r.status == 201
+    assert len(blobs(served)) == 1

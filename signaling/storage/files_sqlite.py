@@ -125,6 +125,22 @@ class SqliteFileRepository:
             ).fetchone()
         return None if row is None else _file(row)
 
+    def may_claim(self, room: str, identity: str, sha256: str) -> bool:
+        """Whether an instant upload of these bytes may skip sending them: they are shared in
+        this room already, or this identity uploaded them before (any room).
+
+        Knowing a hash is not the same as having the file: without this, anyone who learnt a
+        study's sha256 (an audit reader, a former member of another room) could pull a copy
+        into a room of their own.
+        """
+        with self.store.reading() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM shared_file WHERE sha256 = ? AND (room = ? OR uploader_id = ?)"
+                " LIMIT 1",
+                (sha256, room, identity),
+            ).fetchone()
+        return row is not None
+
     def add(
         self,
         shared: SharedFile,
