@@ -105,6 +105,8 @@ const consilium = {
   debug: params.get('debug') === '1',
   recording: { active: false, startedAt: null, startedBy: null },
   reconnects: 0, // successful rejoins after a dropped connection
+  resumes: 0, // of those, how many the server resumed (same session, media never stopped)
+  peerConnectionsCreated: 0, // RTCPeerConnections this page made (a resume makes none)
 };
 window.consilium = consilium;
 
@@ -124,6 +126,8 @@ let joinToken = null; // kept for rejoining after a dropped connection (and for 
 let reconnect = null; // {attempt, since, timer} while trying to get back in
 let lastHeardAt = 0; // Date.now() of the last message from the server
 let mediaTried = false; // getUserMedia asked once; a rejoin reuses its answer
+let resumeToken = null; // joined.resumeToken: after a drop, ask the server for the same session
+let socketGen = 0; // which socket a message came on (an answer belongs to its offer's socket)
 const joinedHooks = []; // (msg, isRejoin) => void: chat and files catch up after each join
 const messageHandlers = new Map(); // message type -> handler (chat, files)
 const errorHooks = []; // (msg) => true when a module explained this error itself
@@ -314,11 +318,14 @@ function connect(token) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const sock = new WebSocket(`${proto}//${location.host}/ws`);
   ws = sock;
+  socketGen += 1;
   // Events of a socket we already gave up on (replaced by a newer one) are ignored.
   sock.addEventListener('open', () => {
     if (ws !== sock) return;
     lastHeardAt = Date.now();
-    send({ type: 'join', version: PROTOCOL_VERSION, token });
+    // After a drop, try to get the same session back (media kept); else a full join.
+    const resume = reconnect && resumeToken ? { resume: resumeToken } : {};
+    send({ type: 'join', version: PROTOCOL_VERSION, token, ...resume });
   });
   sock.addEventListener('message', (ev) => {
     if (ws !== sock) return;
@@ -354,7 +361,9 @@ function onSocketClosed() {
 function scheduleReconnect() {
   if (!reconnect) {
     reconnect = { attempt: 0, since: Date.now(), timer: null };
-    dropCallConnections();
+    // The peer connections stay: the server keeps our session for a while, and a resume
+    // carries on with them. A full rejoin drops them (onJoined).
+    clearInterval(pingTimer);
     setState('reconnecting');
     showBanner('Connection lost. Reconnecting…', 'warn');
   }
@@ -414,13 +423,15 @@ async function handleMessage(msg) {
     case 'publish-answer':
       if (pubPc) await pubPc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
       return undefined;
-    case 'subscribe-offer':
+    case 'subscribe-offer': {
       // Chain so that offers are applied strictly in arrival order.
-      negotiation = negotiation.then(() => onSubscribeOffer(msg)).catch((err) => {
+      const gen = socketGen;
+      negotiation = negotiation.then(() => onSubscribeOffer(msg, gen)).catch((err) => {
         console.error('consilium: subscribe negotiation', err);
         showError('Could not receive the other participants\' media.', { fatal: false });
       });
       return negotiation;
+    }
     case 'participant-joined':
     case 'participant-updated':
       upsertParticipant(msg.participant);
@@ -450,11 +461,16 @@ async function handleMessage(msg) {
 
 async function onJoined(msg) {
   const rejoin = reconnect !== null;
+  const resumed = rejoin && msg.resumed === true;
   if (rejoin) {
     clearTimeout(reconnect.timer);
     reconnect = null;
     consilium.reconnects += 1;
+    if (resumed) consilium.resumes += 1;
+    // Not resumed: a new session on the server, so new peer connections here.
+    else dropCallConnections();
   }
+  resumeToken = typeof msg.resumeToken === 'string' ? msg.resumeToken : null;
   iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
   consilium.self = msg.self;
   consilium.room = msg.room;
@@ -488,6 +504,8 @@ async function onJoined(msg) {
   }
   ui.btnMic.hidden = !canPublish;
   ui.btnCam.hidden = !canPublish;
+  // Resumed: our publishing connection still feeds the same session.
+  if (resumed && pubPc) return;
   if (canPublish) await startPublishing();
   else {
     ui.selfView.hidden = true;
@@ -646,7 +664,7 @@ async function publishLocalStream() {
   ui.btnCam.disabled = localStream.getVideoTracks().length === 0;
   renderSelf();
 
-  pubPc = new RTCPeerConnection({ iceServers });
+  pubPc = newPeerConnection();
   pubPc.addEventListener('connectionstatechange', () => {
     if (pubPc && pubPc.connectionState === 'failed') {
       showError('Your camera and microphone could not reach the server (network blocked?).',
@@ -834,7 +852,7 @@ function renderSelf() {
 
 function ensureSubPc() {
   if (subPc) return subPc;
-  subPc = new RTCPeerConnection({ iceServers });
+  subPc = newPeerConnection();
   subPc.addEventListener('track', (ev) => {
     const mid = ev.transceiver && ev.transceiver.mid;
     // A remote track starts muted until its first packets arrive; re-render on both edges.
@@ -851,7 +869,12 @@ function ensureSubPc() {
   return subPc;
 }
 
-async function onSubscribeOffer(msg) {
+function newPeerConnection() {
+  consilium.peerConnectionsCreated += 1;
+  return new RTCPeerConnection({ iceServers });
+}
+
+async function onSubscribeOffer(msg, gen) {
   if (consilium.state !== 'joined') return;
   const pc = ensureSubPc();
   tracksByMid.clear();
@@ -860,7 +883,9 @@ async function onSubscribeOffer(msg) {
   const answer = await pc.createAnswer();
   await pc.setLocalDescription(answer);
   await waitForIceGathering(pc);
-  send({ type: 'subscribe-answer', sdp: pc.localDescription.sdp });
+  // The offer came on a socket that has since dropped: the server sends it again on resume,
+  // and it is that copy that gets the answer.
+  if (gen === socketGen) send({ type: 'subscribe-answer', sdp: pc.localDescription.sdp });
   attachTracks();
 }
 
@@ -1087,6 +1112,7 @@ function ensureTile(p) {
       <button type="button" class="host-mute">Mute</button>
       <button type="button" class="host-remove">Remove</button>
     </div>
+    <div class="conn-state" hidden>Reconnecting…</div>
     <pre class="debug" hidden></pre>`;
   const muteBtn = tile.querySelector('.host-mute');
   const removeBtn = tile.querySelector('.host-remove');
@@ -1145,6 +1171,10 @@ function renderTile(p) {
   badge.dataset.role = p.role;
   tile.classList.toggle('audio-off', audioOff);
   tile.classList.toggle('video-off', videoOff);
+  // Their signaling dropped; the server keeps them (and their media) while they come back.
+  const away = p.connection === 'reconnecting';
+  tile.classList.toggle('reconnecting', away);
+  tile.querySelector('.conn-state').hidden = !away;
   const actions = tile.querySelector('.host-actions');
   actions.hidden = !isAdmin();
   const muteBtn = actions.querySelector('.host-mute');
@@ -1159,7 +1189,8 @@ function renderTile(p) {
     .filter(Boolean).join(', ');
   tile.setAttribute('role', 'group');
   tile.setAttribute('aria-label',
-    `${p.name}, ${ROLE_LABELS[p.role] || p.role}${states ? `, ${states}` : ''}`);
+    `${p.name}, ${ROLE_LABELS[p.role] || p.role}${states ? `, ${states}` : ''}${
+      away ? ', reconnecting' : ''}`);
 }
 
 function updateStatus() {
