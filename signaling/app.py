@@ -9,7 +9,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -308,7 +307,7 @@ async def _join(app: web.Application, join: Join, link: WsLink) -> Session:
     room = app[SFU].room_for_join(grant.room)
     override = room.role_overrides.get(grant.identity)
     if override is not None:
-        grant = _with_role(grant, Role(override))
+        grant = grant.with_role(Role(override))
     if join.resume is not None:
         resumed = await _resume(app, room, grant.identity, join.resume, link)
         if resumed is not None:
@@ -457,17 +456,12 @@ HOST_ACTIONS = {
 HostControl = RemoveParticipant | MuteParticipant | EndConsultation | SetRole
 
 
-def _with_role(grant: Grant, role: Role) -> Grant:
-    """The grant as if the token had named this role (the host changed it in the room)."""
-    return replace(grant, role=role, permissions=ROLE_PERMISSIONS[role])
-
-
 async def change_role(room: Any, target: Session, role: Role, actor: str) -> None:
     """Apply a host's role change to a live participant and tell them their new permissions."""
     permissions = ROLE_PERMISSIONS[role]
     link = target.link
     if isinstance(link, WsLink) and link.grant is not None:
-        link.grant = _with_role(link.grant, role)
+        link.grant = link.grant.with_role(role)
     await room.set_role(
         target,
         str(role),

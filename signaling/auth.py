@@ -15,7 +15,7 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeGuard
@@ -114,6 +114,10 @@ class Grant:
 
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions
+
+    def with_role(self, role: Role) -> Grant:
+        """This grant as if the token had named that role (the host changed it in the room)."""
+        return replace(self, role=role, permissions=ROLE_PERMISSIONS[role])
 
 
 def is_valid_role(role: object) -> TypeGuard[str]:

@@ -42,7 +42,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 # signaling.app imports this module inside create_app, after its own names exist.
-from signaling.app import AUDIT, AUTHORITY, ROOM_ID, SETTINGS, SFU, _with_role, api_error
+from signaling.app import AUDIT, AUTHORITY, ROOM_ID, SETTINGS, SFU, api_error
 from signaling.auth import Permission, Role, TokenError, check_api_key
 from signaling.dicom_summary import summarize
 from signaling.file_links import LinkError, LinkSigner, derive_key
@@ -323,7 +323,7 @@ def _caller(
             return _error(403, "forbidden", "the host removed you from this consultation")
         override = None if room is None else room.role_overrides.get(grant.identity)
         if override is not None:
-            grant = _with_role(grant, Role(override))
+            grant = grant.with_role(Role(override))
         caller = Caller(
             grant.identity,
             grant.name,
