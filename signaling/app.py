@@ -34,9 +34,11 @@ from signaling.auth import (
 )
 from signaling.chat_service import CHAT_COMMANDS, ChatService
 from signaling.config import Settings
+from signaling.counters import ServiceCounters
 from signaling.messages import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
+    ChatRefused,
     EndConsultation,
     Join,
     Leave,
@@ -78,6 +80,7 @@ METRICS = web.AppKey("metrics", CollectorRegistry)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 AUDIT = web.AppKey("audit", AuditLog)
 CHAT = web.AppKey("chat", ChatService)
+COUNTERS = web.AppKey("counters", ServiceCounters)
 
 
 def _now_s() -> int:
@@ -157,17 +160,19 @@ def _resume_limits(settings: Settings) -> ResumeLimits:
     return ResumeLimits(grace_ms=int(settings.resume_grace_s * 1000))
 
 
-async def _detach(link: WsLink, session: Session, close_code: int | None) -> None:
+async def _detach(
+    link: WsLink, session: Session, close_code: int | None, counters: ServiceCounters
+) -> None:
     """The socket dropped without leave: keep the session, media flowing, for a resume."""
     link.ws = None
     link.resume.detach(now_ms())
     link._expire_now.clear()
-    link._grace = asyncio.ensure_future(_grace_period(link, session))
+    link._grace = asyncio.ensure_future(_grace_period(link, session, counters))
     session.room._audit("participant-reconnecting", session.identity, closeCode=close_code)
     await session.room.set_connection(session, "reconnecting")
 
 
-async def _grace_period(link: WsLink, session: Session) -> None:
+async def _grace_period(link: WsLink, session: Session, counters: ServiceCounters) -> None:
     """Remove the session, as a plain disconnect, unless it is resumed in time."""
     state = link.resume
     while state.state is LinkState.DETACHED and not state.expired(now_ms()):
@@ -178,6 +183,7 @@ async def _grace_period(link: WsLink, session: Session) -> None:
             await asyncio.wait_for(link._expire_now.wait(), remaining_s)
     if state.state is not LinkState.DETACHED:
         return  # resumed, or removed meanwhile (host, end of the consultation)
+    counters.resume_grace_expired(overflow=state.overflowed)
     state.close()
     if not session.closed:
         await session.room.remove(session, "disconnected")
@@ -207,7 +213,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         if session is not None and not session.closed and active.ws is ws:
             # aiohttp reports an abrupt drop as close code 1000 too: judge by the client's frame.
             if keeps_session(link.peer_close_code, active.resume.limits.grace_ms):
-                await _detach(active, session, link.peer_close_code)
+                await _detach(active, session, link.peer_close_code, app[COUNTERS])
             else:
                 active.forget()
                 await session.room.remove(session, "disconnected")
@@ -243,6 +249,8 @@ async def _serve_socket(
             if session is None:
                 break
         except ProtocolError as exc:
+            if isinstance(exc, ChatRefused) and session is not None:
+                app[COUNTERS].chat_refusal(exc.code)
             await link.send(error_message(exc.code, exc.message))
         except TokenError as exc:
             if session is None and isinstance(parsed, Join):
@@ -374,6 +382,7 @@ async def _resume(
         # The old socket still looked alive (a half-open TCP connection): retire it quietly.
         target.close_later(stale, 4001, "resumed on another connection")
     room._audit("participant-resumed", identity, awayMs=away_ms, replayed=replayed)
+    app[COUNTERS].session_resumed()
     # `joined` first, then what was kept (messages sent meanwhile queue behind it).
     try:
         await ws.send_str(
@@ -876,8 +885,11 @@ def create_app(settings: Settings) -> web.Application:
         )
     )
     app[SFU].ended_rooms = SqliteEndedRooms(store)
-    app[CHAT] = ChatService(SqliteChatRepository(store), app[AUDIT], app[SFU])
-    app[METRICS] = registry_for(app[SFU])
+    app[COUNTERS] = ServiceCounters()
+    app[CHAT] = ChatService(
+        SqliteChatRepository(store), app[AUDIT], app[SFU], counters=app[COUNTERS]
+    )
+    app[METRICS] = registry_for(app[SFU], app[COUNTERS])
     app[SOCKETS] = set()
     configure_ice_hosts(settings.ice_hosts)
 

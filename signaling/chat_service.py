@@ -33,7 +33,8 @@ from signaling.chat import (
     due_burns,
     mark_removed,
 )
-from signaling.messages import ChatReceipt, ChatSend, ChatSync, ProtocolError
+from signaling.counters import ServiceCounters
+from signaling.messages import ChatReceipt, ChatRefused, ChatSend, ChatSync
 from signaling.storage import ChatRepository
 
 log = logging.getLogger("consilium.chat")
@@ -58,12 +59,14 @@ class ChatService:
         sfu: Sfu,
         files: FileLookup | None = None,
         clock: Callable[[], int] = unix_ms,
+        counters: ServiceCounters | None = None,
     ) -> None:
         self.repo = repo
         self.audit = audit
         self.sfu = sfu
         self.files: FileLookup = files if files is not None else NoFiles()
         self.clock = clock  # server unix ms; tests may move it forward
+        self.counters = counters if counters is not None else ServiceCounters()
         self.sweep_interval_s = SWEEP_INTERVAL_S
         # One lock per room: store-then-broadcast in seq order, so nobody sees 5 before 4.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -90,12 +93,12 @@ class ChatService:
             self.audit.record(
                 "chat-refused", room.id, session.identity, action="send", role=session.role
             )
-            raise ProtocolError("forbidden", "your role may read the chat but not post in it")
+            raise ChatRefused("forbidden", "your role may read the chat but not post in it")
         attachments = []
         for file_id in message.attachments:
             info = await asyncio.to_thread(self.files.get, room.id, file_id)
             if info is None:
-                raise ProtocolError("bad-field", f"no such file in this room: {file_id!r}")
+                raise ChatRefused("bad-field", f"no such file in this room: {file_id!r}")
             attachments.append(info)
         burning = message.burn_ttl_s is not None
         draft = ChatDraft(
@@ -115,9 +118,7 @@ class ChatService:
                 stored, created = self.repo.append(draft, self.clock())
             except AlreadyBurned as exc:
                 # Its tombstone: the message existed and everyone read it; never post it again.
-                raise ProtocolError(
-                    "bad-field", "that message was already sent and burned"
-                ) from exc
+                raise ChatRefused("bad-field", "that message was already sent and burned") from exc
             if not created:
                 # A resend (lost ack, reconnect): only the sender needs the stored copy again,
                 # as it is now (a file it attached may have been deleted since).
@@ -125,6 +126,7 @@ class ChatService:
                 await session.link.send({"type": "chat-message", "message": again})
                 return
             wire = {"type": "chat-message", "message": stored.to_wire()}
+            self.counters.message_sent()
             self.audit.record(
                 "message-sent",
                 room.id,
@@ -222,6 +224,7 @@ class ChatService:
         for burn in burns:
             if burn.id not in gone:  # burned meanwhile by the other path
                 continue
+            self.counters.message_burned(burn.reason)
             self.audit.record(
                 "message-burned",
                 burn.room,

@@ -42,7 +42,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 # signaling.app imports this module inside create_app, after its own names exist.
-from signaling.app import AUDIT, AUTHORITY, ROOM_ID, SETTINGS, SFU, api_error
+from signaling.app import AUDIT, AUTHORITY, COUNTERS, ROOM_ID, SETTINGS, SFU, api_error
 from signaling.auth import Permission, Role, TokenError, check_api_key
 from signaling.dicom_summary import summarize
 from signaling.file_links import LinkError, LinkSigner, derive_key
@@ -417,6 +417,7 @@ async def _share(
         instant=instant,
         dicom=dicom is not None,
     )
+    request.app[COUNTERS].upload_completed(instant=instant)
     await _broadcast(request.app, room_id, {"type": "file-shared", "file": shared.info()})
     return shared
 
@@ -689,6 +690,7 @@ async def _receive(
             with contextlib.suppress(Exception):
                 received += await asyncio.shield(pending)
         fp.close()
+        request.app[COUNTERS].tus_received(received)
         upload = advance(upload, received, _now_ms())
         active.hashed = upload.offset
         service.repo.save_progress(upload)
@@ -860,6 +862,7 @@ async def delete_file(request: web.Request) -> web.Response:
         sha256=removed.sha256,
         blobRemoved=blob_removed,
     )
+    request.app[COUNTERS].file_deleted()
     await _broadcast(request.app, room_id, {"type": "file-removed", "fileId": file_id})
     return web.Response(status=204)
 
@@ -908,6 +911,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         # from the start is enough for the trail.
         event = "file-viewed" if link.inline else "file-downloaded"
         _audit(request, event, link.room, link.identity, file=file_id, sha256=shared.sha256)
+        request.app[COUNTERS].download(inline=link.inline)
     return web.FileResponse(blob, headers=headers)
 
 

@@ -100,6 +100,10 @@ class ProtocolError(Exception):
         return error_message(self.code, self.message, fatal=fatal)
 
 
+class ChatRefused(ProtocolError):
+    """A chat-send was refused (bad field, too long, not allowed): counted for operators."""
+
+
 @dataclass(frozen=True, slots=True)
 class Join:
     token: str
@@ -429,8 +433,8 @@ def _parse_chat_send(obj: dict[str, Any]) -> ChatSend:
         text = normalise_text(_require_str(obj, "text"), has_attachments=bool(attachments))
         mentions = normalise_mentions(_optional_str_list(obj, "mentions"))
         ttl = _parse_burn(obj)
-    except ChatRejected as exc:
-        raise ProtocolError(exc.code, exc.message) from None
+    except (ChatRejected, ProtocolError) as exc:
+        raise ChatRefused(exc.code, exc.message) from None
     return ChatSend(client_id, text, mentions, attachments, ttl)
 
 

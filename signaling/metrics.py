@@ -1,7 +1,8 @@
 """Prometheus metrics, read from the SFU's own counters at scrape time.
 
 Nothing is counted twice and the packet path pays nothing for metrics: the collector walks
-rooms, sessions, producers and consumers when Prometheus asks.
+rooms, sessions, producers and consumers when Prometheus asks. The signaling services (chat,
+files, resume) count events in a :class:`signaling.counters.ServiceCounters`, read the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ from prometheus_client.registry import Collector
 from sfu.clock import now_ms
 from sfu.room import Sfu
 from sfu.vocabulary import MediaKind
+from signaling.counters import (
+    BURN_REASONS,
+    CHAT_REFUSAL_REASONS,
+    DOWNLOAD_KINDS,
+    RESUME_EXPIRY_REASONS,
+    ServiceCounters,
+    with_known,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -171,9 +180,69 @@ class SfuCollector(Collector):
         )
 
 
-def registry_for(sfu: Sfu) -> CollectorRegistry:
+class ServiceCollector(Collector):
+    """Chat, files and resume totals since the process started (counters: ``_total``)."""
+
+    def __init__(self, counters: ServiceCounters) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        c = self._counters
+        sent = CounterMetricFamily("consilium_chat_messages_sent", "Chat messages posted")
+        sent.add_metric([], c.chat_sent)
+        burned = CounterMetricFamily(
+            "consilium_chat_messages_burned",
+            "Burn-after-reading messages deleted, by reason (read by all, or expired)",
+            labels=["reason"],
+        )
+        for reason, count in with_known(c.chat_burned, BURN_REASONS):
+            burned.add_metric([reason], count)
+        refused = CounterMetricFamily(
+            "consilium_chat_refusals",
+            "chat-send messages refused, by error code (forbidden: the role may not post)",
+            labels=["reason"],
+        )
+        for reason, count in with_known(c.chat_refused, CHAT_REFUSAL_REASONS):
+            refused.add_metric([reason], count)
+        uploads = CounterMetricFamily(
+            "consilium_file_uploads_completed",
+            "Files shared: finished tus uploads (instant=false) and instant uploads (true)",
+            labels=["instant"],
+        )
+        for instant in (False, True):
+            uploads.add_metric([str(instant).lower()], c.uploads_completed.get(instant, 0))
+        tus_bytes = CounterMetricFamily(
+            "consilium_tus_received_bytes", "Upload body bytes received through tus PATCH"
+        )
+        tus_bytes.add_metric([], c.tus_received_bytes)
+        downloads = CounterMetricFamily(
+            "consilium_file_downloads",
+            "Shared files read from their first byte through a link (download or inline view)",
+            labels=["kind"],
+        )
+        for kind, count in with_known(c.downloads, DOWNLOAD_KINDS):
+            downloads.add_metric([kind], count)
+        deleted = CounterMetricFamily("consilium_files_deleted", "Shared files deleted from a room")
+        deleted.add_metric([], c.files_deleted)
+        resumed = CounterMetricFamily(
+            "consilium_sessions_resumed", "Signaling sessions resumed on a new socket"
+        )
+        resumed.add_metric([], c.sessions_resumed)
+        expired = CounterMetricFamily(
+            "consilium_resume_grace_expired",
+            "Dropped sessions removed without a resume (grace timeout, or kept messages overflow)",
+            labels=["reason"],
+        )
+        for reason, count in with_known(c.resume_expired, RESUME_EXPIRY_REASONS):
+            expired.add_metric([reason], count)
+        yield from (sent, burned, refused, uploads, tus_bytes, downloads, deleted, resumed, expired)
+
+
+def registry_for(sfu: Sfu, counters: ServiceCounters | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SfuCollector(sfu))
+    if counters is not None:
+        registry.register(ServiceCollector(counters))
     return registry
 
 
