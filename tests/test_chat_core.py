@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import unicodedata
 
 import pytest
 
@@ -21,6 +23,8 @@ from signaling.chat import (
     burn_reason,
     burn_recipients,
     due_burns,
+    has_control,
+    is_well_formed_id,
     next_sent_ms,
     normalise_attachments,
     normalise_mentions,
@@ -58,6 +62,22 @@ def test_text_is_trimmed_and_limited_after_trimming() -> None:
     assert normalise_text("line 1\n\tline 2", has_attachments=False) == "line 1\n\tline 2"
     with pytest.raises(ChatRejected):
         normalise_text("bell\x07", has_attachments=False)
+
+
+def test_control_check_matches_the_unicode_categories_for_every_code_point() -> None:
+    # The regex stands in for unicodedata.category(ch) in ("Cc", "Cs"), character by character.
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        control = unicodedata.category(ch) in ("Cc", "Cs")
+        assert has_control(f"a{ch}b") is control, hex(code)
+        if control:
+            assert not is_well_formed_id(f"id{ch}")
+            allowed = ch in "\n\t\r"
+            if allowed:
+                assert normalise_text(f"x{ch}y", has_attachments=False) == f"x{ch}y"
+            else:
+                with pytest.raises(ChatRejected):
+                    normalise_text(f"x{ch}y", has_attachments=False)
 
 
 def test_mentions_are_deduplicated_and_only_well_formed_ids_kept() -> None:

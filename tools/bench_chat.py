@@ -2,7 +2,7 @@
 bare WebSocket broadcast.
 
     bash tools/in_netns.sh .venv/bin/python -m tools.bench_chat [--participants 6]
-        [--messages 2000] [--rate 200]
+        [--messages 2000] [--rate 200] [--text-chars 4000]
 
 Starts ``consilium serve`` as a subprocess on loopback (temporary ``--data-dir``, deleted at the
 end), joins N plain WebSocket participants (no media) and sends ``--messages`` chat messages,
@@ -10,7 +10,8 @@ senders taking turns: the first half at ``--rate`` messages per second, the seco
 as the client can write them. For each phase it measures the latency from send to receipt at
 every other participant (p50/p95/p99/max), messages delivered per second and the server's CPU
 seconds per 1000 messages (from /proc/<pid>/stat); then the server's peak RSS (VmHWM) and how
-long a late joiner takes to fetch the whole history with ``chat-sync`` paging.
+long a late joiner takes to fetch the whole history with ``chat-sync`` paging. Messages are
+short lines unless ``--text-chars`` pads them (4000 is the longest the server accepts).
 
 The baseline, in the same run, is a tiny aiohttp server (also a subprocess) that only numbers
 and broadcasts what it gets, and keeps it in a Python list for the catch-up: no database, no
@@ -45,6 +46,16 @@ API_KEY = "bench-chat-api-key-0123456789"
 ROOM = "bench-chat"
 PAGE = 200  # the server's history page (signaling.chat.HISTORY_PAGE); the baseline uses it too
 WAIT_S = 120.0  # for one phase's deliveries: generous, a shared 2-core machine can be slow
+FILLER = "Befund unauffällig, Kontrolle in 6 Wochen. "  # a clinician's note, not only ASCII
+
+
+def message_text(n: int, sender: str, chars: int) -> str:
+    """A short line, or padded to ``chars`` characters (the limit is 4000)."""
+    text = f"message {n} from {sender}"
+    if chars > len(text):
+        text += " " + FILLER * (chars // len(FILLER) + 1)
+        text = text[:chars]
+    return text
 
 
 @dataclass
@@ -213,6 +224,7 @@ async def run_phase(
     count: int,
     rate: float | None,
     result: Result,
+    text_chars: int = 0,
 ) -> Phase:
     """Send ``count`` messages round-robin (at ``rate``/s, or as fast as possible) and wait
     until everyone has them."""
@@ -229,9 +241,8 @@ async def run_phase(
         sender = people[n % len(people)]
         sent_at[client_id] = time.perf_counter()
         result.sent.append(client_id)
-        await sender.send(
-            {"type": "chat-send", "clientId": client_id, "text": f"message {n} from {sender.id}"}
-        )
+        text = message_text(n, sender.id, text_chars)
+        await sender.send({"type": "chat-send", "clientId": client_id, "text": text})
         if rate is None:
             await asyncio.sleep(0)  # let the readers timestamp what has arrived
     total = start + count
@@ -256,6 +267,7 @@ async def run_clients(
     late_token: str,
     messages: int,
     rate: float,
+    text_chars: int = 0,
 ) -> Result:
     result = Result(label, len(tokens))
     paced = messages // 2
@@ -263,10 +275,12 @@ async def run_clients(
         people = [await Participant.join(http, url, t) for t in tokens]
         try:
             result.phases.append(
-                await run_phase(f"{rate:g} msg/s", people, pid, 0, paced, rate, result)
+                await run_phase(f"{rate:g} msg/s", people, pid, 0, paced, rate, result, text_chars)
             )
             result.phases.append(
-                await run_phase("max rate", people, pid, paced, messages - paced, None, result)
+                await run_phase(
+                    "max rate", people, pid, paced, messages - paced, None, result, text_chars
+                )
             )
             result.streams = {p.id: [(r.seq, r.client_id) for r in p.received] for p in people}
             late = await Participant.join(http, url, late_token)
@@ -321,25 +335,32 @@ async def baseline(workdir: Path) -> AsyncIterator[tuple[str, int]]:
         yield f"http://127.0.0.1:{port}", proc.pid
 
 
-async def bench(participants: int, messages: int, rate: float, workdir: Path) -> list[Result]:
+async def bench(
+    participants: int, messages: int, rate: float, workdir: Path, text_chars: int = 0
+) -> list[Result]:
     ids = [f"p{i}" for i in range(participants)]
     results = []
     async with consilium(workdir, participants) as (url, pid):
         async with aiohttp.ClientSession() as http:
             tokens = [await mint(http, url, i) for i in ids]
             late = await mint(http, url, "late")
-        results.append(await run_clients("consilium chat", url, pid, tokens, late, messages, rate))
+        results.append(
+            await run_clients("consilium chat", url, pid, tokens, late, messages, rate, text_chars)
+        )
     async with baseline(workdir) as (url, pid):
         # The baseline checks no token: it takes it as the participant's id.
         results.append(
-            await run_clients("bare WS broadcast", url, pid, ids, "late", messages, rate)
+            await run_clients(
+                "bare WS broadcast", url, pid, ids, "late", messages, rate, text_chars
+            )
         )
     return results
 
 
-def print_table(results: list[Result], messages: int) -> None:
+def print_table(results: list[Result], messages: int, text_chars: int = 0) -> None:
     n = results[0].participants
-    print(f"\nchat: {n} participants, {messages} messages round-robin, over loopback")
+    size = f" of {text_chars} characters" if text_chars else ""
+    print(f"\nchat: {n} participants, {messages} messages{size} round-robin, over loopback")
     head = (
         f"  {'':18} {'phase':>11} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7}"
         f" {'msg/s':>7} {'deliv/s':>8} {'CPU s/1k':>9}"
@@ -422,6 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rate", type=float, default=200.0, help="offered msg/s of the first half (default 200)"
     )
+    parser.add_argument(
+        "--text-chars",
+        type=int,
+        default=0,
+        help="pad each message to this many characters (default: a short line; limit 4000)",
+    )
     parser.add_argument("--baseline-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.baseline_server:
@@ -431,10 +458,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need at least 2 participants, 2 messages and a positive rate")
     workdir = Path(tempfile.mkdtemp(prefix="consilium-bench-chat-"))
     try:
-        results = asyncio.run(bench(args.participants, args.messages, args.rate, workdir))
+        results = asyncio.run(
+            bench(args.participants, args.messages, args.rate, workdir, args.text_chars)
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print_table(results, args.messages)
+    print_table(results, args.messages, args.text_chars)
     return 0 if all(r.ok for r in results) else 1
 
 
