@@ -41,8 +41,17 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-# signaling.app imports this module inside create_app, after its own names exist.
-from signaling.app import AUDIT, AUTHORITY, COUNTERS, ROOM_ID, SETTINGS, SFU, api_error
+from signaling.appkeys import (
+    AUDIT,
+    AUTHORITY,
+    COUNTERS,
+    FILES,
+    ROOM_ID,
+    SETTINGS,
+    SFU,
+    api_error,
+    unix_now_s,
+)
 from signaling.auth import Permission, Role, TokenError, check_api_key
 from signaling.dicom_summary import summarize
 from signaling.file_links import LinkError, LinkSigner, derive_key
@@ -86,10 +95,6 @@ INLINE_SAFE_TYPES = {"application/pdf", "text/plain"}
 def _now_ms() -> int:
     # Wall clock on purpose: upload expiry and uploadedAt must survive a restart.
     return int(time.time() * 1000)
-
-
-def _now_s() -> int:
-    return int(time.time())
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,9 +274,6 @@ def _unlink_all(paths: list[Path]) -> int:
     return removed
 
 
-FILES = web.AppKey("files", FileService)
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -314,7 +316,7 @@ def _caller(
         caller = Caller("api-key", "Operator", can_share=True, operator=True, admin=True)
     elif header and header.startswith("Bearer "):
         try:
-            grant = request.app[AUTHORITY].verify(header[7:], room=room_id, now_s=_now_s())
+            grant = request.app[AUTHORITY].verify(header[7:], room=room_id, now_s=unix_now_s())
         except TokenError as exc:
             _audit(request, "token-refused", room_id, "unknown", code=exc.code, path=request.path)
             return _error(401, exc.code, exc.message)
@@ -830,7 +832,7 @@ async def mint_link(request: web.Request) -> web.Response:
             body = await request.json()
             inline = inline or (isinstance(body, dict) and body.get("inline") is True)
     url, expires_at = service.signer.mint(
-        room_id, file_id, caller.identity, _now_s(), inline=inline
+        room_id, file_id, caller.identity, unix_now_s(), inline=inline
     )
     return web.json_response({"url": url, "expiresAt": expires_at})
 
@@ -881,7 +883,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     service = request.app[FILES]
     file_id = request.match_info["file"]
     try:
-        link = service.signer.verify(file_id, request.query, _now_s())
+        link = service.signer.verify(file_id, request.query, unix_now_s())
     except LinkError as exc:
         return _error(403, exc.code, exc.message)
     sfu = request.app[SFU]

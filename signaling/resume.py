@@ -6,7 +6,7 @@ grace period, the server keeps what it would have sent, and a ``join`` that pres
 session's resume token re-attaches a new socket and gets the kept messages in order.
 
 This module holds only the decisions (which closes keep the session, the grace deadline, the
-bounded queue, the token check); the aiohttp shell in ``signaling/app.py`` applies them.
+bounded queue, the token check); the aiohttp shell in ``signaling/ws.py`` applies them.
 Time is passed in as ``now_ms``.
 """
 

@@ -13,7 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from sfu.room import Sfu
-from signaling.app import SFU, create_app
+from signaling.app import create_app
+from signaling.appkeys import SFU
 from signaling.config import Settings
 
 

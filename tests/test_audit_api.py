@@ -17,7 +17,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from signaling.app import AUDIT, create_app
+from signaling.app import create_app
+from signaling.appkeys import AUDIT
 from signaling.auth import TokenAuthority
 from signaling.config import Settings
 from signaling.messages import PROTOCOL_VERSION

@@ -22,7 +22,8 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from signaling.app import AUDIT, AUTHORITY, CHAT, create_app
+from signaling.app import create_app
+from signaling.appkeys import AUDIT, AUTHORITY, CHAT
 from signaling.chat_service import unix_ms
 from signaling.config import Settings
 from signaling.messages import PROTOCOL_VERSION

@@ -26,10 +26,11 @@ from aiohttp.test_utils import TestServer
 from dicom_samples import PATIENT_ID, PATIENT_NAME, zip_study
 from tusclient.client import TusClient
 
-from signaling.app import AUDIT, SFU, create_app
+from signaling.app import create_app
+from signaling.appkeys import AUDIT, FILES, SFU
 from signaling.auth import TokenAuthority
 from signaling.config import Settings
-from signaling.files import FILES, ORPHAN_MIN_AGE_S, BlobMissing
+from signaling.files import ORPHAN_MIN_AGE_S, BlobMissing
 from signaling.messages import PROTOCOL_VERSION
 from signaling.storage.files_sqlite import SharedFile
 from signaling.tus import UPLOAD_TTL_MS

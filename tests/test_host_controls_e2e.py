@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sfu.vocabulary import MediaKind
-from signaling.app import AUDIT
+from signaling.appkeys import AUDIT
 from signaling.messages import (
     EndConsultation,
     MuteParticipant,
@@ -141,11 +141,11 @@ def _none() -> Any:
 
 
 async def _token_for(server: Any, room: str, identity: str) -> str:
-    from signaling.app import AUTHORITY, _now_s
+    from signaling.appkeys import AUTHORITY, unix_now_s
 
     return str(
         server.app[AUTHORITY].mint(
-            room=room, identity=identity, name="Alice", role="specialist", now_s=_now_s()
+            room=room, identity=identity, name="Alice", role="specialist", now_s=unix_now_s()
         )
     )
 

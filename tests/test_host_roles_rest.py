@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from signaling.app import AUDIT, SFU, create_app
+from signaling.app import create_app
+from signaling.appkeys import AUDIT, SFU
 from signaling.auth import TokenAuthority
 from signaling.config import Settings
 from signaling.messages import PROTOCOL_VERSION, ProtocolError, SetRole, parse_client_message

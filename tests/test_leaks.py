@@ -31,7 +31,7 @@ from sfu.adapters.aiortc_adapter import ForwardingReceiver
 from sfu.consumer import Consumer
 from sfu.producer import Producer
 from sfu.room import Session
-from signaling.app import WsLink
+from signaling.ws import WsLink
 from tools.synthetic_client import SyntheticParticipant
 
 pytestmark = pytest.mark.webrtc

@@ -20,7 +20,8 @@ from aiohttp.test_utils import TestServer
 from media.recording_writer import ParticipantRecorder
 from media.synthetic import decode_barcode
 from sfu.recording import RecorderSink, Recording
-from signaling.app import AUDIT, AUTHORITY, create_app
+from signaling.app import create_app
+from signaling.appkeys import AUDIT, AUTHORITY
 from signaling.config import Settings
 from tools.synthetic_client import SyntheticParticipant
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-import signaling.app
-from signaling.app import AUDIT, WsLink
+import signaling.ws
+from signaling.appkeys import AUDIT
 from signaling.resume import LinkState, ResumeLimits
+from signaling.ws import WsLink
 from tools.synthetic_client import SyntheticClientError, SyntheticParticipant
 
 pytestmark = pytest.mark.webrtc
@@ -260,7 +261,7 @@ async def test_overflowing_queue_ends_the_grace_period_early(
     server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        signaling.app, "_resume_limits", lambda _: ResumeLimits(grace_ms=60_000, max_messages=3)
+        signaling.ws, "_resume_limits", lambda _: ResumeLimits(grace_ms=60_000, max_messages=3)
     )
     room_id = "resume-overflow"
     alice = _listener(server, room_id, "Alice")

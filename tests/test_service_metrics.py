@@ -24,8 +24,9 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from test_chat_e2e import Client
 
-import signaling.app
-from signaling.app import AUTHORITY, CHAT, SETTINGS, create_app
+import signaling.ws
+from signaling.app import create_app
+from signaling.appkeys import AUTHORITY, CHAT, SETTINGS
 from signaling.chat_service import unix_ms
 from signaling.config import Settings
 from signaling.messages import PROTOCOL_VERSION
@@ -262,7 +263,7 @@ async def test_resume_counters_move(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                 pass
             # A session whose kept messages overflow ends before its (long) grace period.
             monkeypatch.setattr(
-                signaling.app,
+                signaling.ws,
                 "_resume_limits",
                 lambda _: ResumeLimits(grace_ms=60_000, max_messages=1),
             )

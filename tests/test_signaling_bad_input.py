@@ -24,10 +24,10 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 import sfu.room
-import signaling.app
+import signaling.ws
 from media.synthetic import CounterVideoTrack, ToneAudioTrack
 from sfu.room import Session, Sfu
-from signaling.app import AUTHORITY
+from signaling.appkeys import AUTHORITY
 from signaling.auth import TokenAuthority
 from signaling.config import Settings
 from signaling.messages import MAX_MESSAGE_BYTES
@@ -908,7 +908,7 @@ async def test_client_that_never_answers_subscribe_offer_is_removed(
 async def test_socket_that_never_joins_is_closed(
     server: Any, connect: Connect, monkeypatch: pytest.MonkeyPatch, chatter: str
 ) -> None:
-    monkeypatch.setattr(signaling.app, "JOIN_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(signaling.ws, "JOIN_TIMEOUT_S", 1.0)
     client = await connect(chatter)
     if chatter == "one-message":
         await client.send({"type": "ping"})
