@@ -41,6 +41,7 @@ PURE_MODULES = [
     "signaling.chat",
     "signaling.resume",
     "signaling.counters",
+    "tools.client_recovery",
 ]
 FORBIDDEN = {"asyncio", "aiortc", "aioice", "aiohttp", "av"}
 OUR_PACKAGES = {"media", "sfu", "signaling", "jitter", "tools"}

@@ -45,6 +45,8 @@ from media.synthetic import (
     elapsed_ms32,
     tone_frequency_for,
 )
+from sfu.clock import now_ms
+from tools.client_recovery import ReconnectPolicy
 
 __all__ = ["RemoteMedia", "SyntheticClientError", "SyntheticParticipant"]
 
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 KEEP_LAST = 200  # history kept per remote participant (counters, latencies)
 PUBLISH_TIMEOUT_S = 15.0
 JOIN_TIMEOUT_S = 10.0
+RESUME_ATTEMPT_TIMEOUT_S = 10.0  # connect + joined (+ publish after a full rejoin)
 
 # Role -> permissions, mirrored from the contract; only used to decide whether to publish.
 _ROLE_PERMISSIONS: dict[str, set[str]] = {
@@ -145,6 +148,8 @@ class SyntheticParticipant:
         ice_servers: list[RTCIceServer | dict[str, Any]] | None = None,
         tone_hz: float | None = None,
         red_distance: int | None = None,
+        auto_resume: bool = False,
+        resume_grace_s: float = 20.0,
     ) -> None:
         if video_codec.upper() not in {"VP8", "H264"}:
             raise ValueError("video_codec must be VP8 or H264")
@@ -161,6 +166,15 @@ class SyntheticParticipant:
         self.tone_hz = tone_hz if tone_hz is not None else tone_frequency_for(name)
         # Audio RED (RFC 2198) with this many previous frames per packet; None = plain Opus.
         self.red_distance = red_distance
+        # Reconnect by itself when the signaling socket drops unexpectedly (as the web client
+        # does); resume_grace_s is the server's --resume-grace-s (the reconnect schedule's pace).
+        self.auto_resume = auto_resume
+        self.resume_grace_s = resume_grace_s
+        self.resumes = 0  # the kept session came back (media never stopped)
+        self.rejoins = 0  # grace period over: joined afresh and published again
+        self.reconnect_failures = 0  # outages after which the client gave up
+        # One entry per outage: dropped_ms, back_ms (None: gave up), attempts, outcome.
+        self.reconnects: list[dict[str, Any]] = []
         self._token = token
         self._ice_servers = [_ice_server(s) for s in ice_servers or []]
 
@@ -186,6 +200,8 @@ class SyntheticParticipant:
         self._cursor = 0  # next_message reads the message log forward from here
         self._changed = asyncio.Event()
         self._left = False
+        self._reconnector: asyncio.Task[None] | None = None
+        self._republish = False  # a full rejoin whose publish has not completed yet
 
     # ------------------------------------------------------------------ public API
 
@@ -238,7 +254,7 @@ class SyntheticParticipant:
         if self.connected:
             with contextlib.suppress(Exception):
                 await self.send({"type": "leave"})
-        tasks = [t for t in (self._reader, self._negotiator) if t is not None]
+        tasks = [t for t in (self._reader, self._negotiator, self._reconnector) if t is not None]
         tasks += list(self._consumers.values())
         for task in tasks:
             task.cancel()
@@ -258,7 +274,15 @@ class SyntheticParticipant:
         self._notify()
 
     async def drop_connection(self) -> None:
-        """Lose the signaling socket abruptly (no leave, no close frame); media keeps flowing."""
+        """Lose the signaling socket abruptly (no leave, no close frame); media keeps flowing.
+
+        With ``auto_resume`` the client notices the dead socket as after a real network drop
+        and reconnects by itself (see :attr:`reconnects`); otherwise call :meth:`resume`.
+        """
+        if self.auto_resume:
+            if self._ws is not None:
+                self._ws._response.close()  # the reader sees the socket end
+            return
         ws, self._ws = self._ws, None
         if ws is None:
             return
@@ -289,13 +313,23 @@ class SyntheticParticipant:
         if reply["type"] != "joined":
             raise SyntheticClientError(f"join refused: {reply}", reply)
         self.joined = reply
+        self.identity = reply["self"]["id"]
         if not reply.get("resumed"):
-            await self._reset_media()
+            await self._reset_media(offers_since=start)
+            self._republish = True
+        if self._republish:
+            # Also after a resume whose full rejoin before it failed to publish.
             if (self.publish_audio or self.publish_video) and self._may_publish(self._token):
                 await self._publish()
+            self._republish = False
         return reply
 
-    async def _reset_media(self) -> None:
+    async def _reset_media(self, offers_since: int) -> None:
+        # The negotiator may already be answering the new session's offer with the old
+        # connection: stop it, drop the old connections, then answer the new offers afresh.
+        if self._negotiator is not None:
+            self._negotiator.cancel()
+            await asyncio.gather(self._negotiator, return_exceptions=True)
         consumers = list(self._consumers.values())
         self._consumers.clear()
         for task in consumers:
@@ -310,9 +344,86 @@ class SyntheticParticipant:
                 track.stop()
         self.publish_pc = self.subscribe_pc = None
         self._mid_to_participant = {}
+        # No await from here on: an offer arriving meanwhile lands in the new queue.
+        self._offers = asyncio.Queue()
+        for message in self.messages[offers_since:]:
+            if message.get("type") == "subscribe-offer":
+                self._offers.put_nowait(message)
+        self._negotiator = asyncio.create_task(
+            self._negotiate_loop(), name=f"{self.name}-negotiator"
+        )
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.send_raw(json.dumps(message))
+
+    # ------------------------------------------------------------------ automatic resume
+
+    def _may_reconnect(self) -> bool:
+        """The socket ended by itself: not after leave, removal, the end or a fatal error."""
+        if not self.auto_resume or self._left or self.joined is None or self.removed is not None:
+            return False
+        if self._reconnector is not None and not self._reconnector.done():
+            return False  # an attempt's own socket ended: the running loop handles it
+        if any(e.get("fatal") for e in self.errors):
+            return False
+        return not any(m.get("type") == "consultation-ended" for m in self.messages)
+
+    async def _discard_socket(self) -> None:
+        ws, self._ws = self._ws, None
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def _reconnect_loop(self) -> None:
+        dropped = now_ms()
+        policy = ReconnectPolicy(dropped, grace_ms=round(self.resume_grace_s * 1000))
+        entry: dict[str, Any] = {"dropped_ms": dropped, "back_ms": None, "attempts": 0}
+        self.reconnects.append(entry)
+        log.info("%s: signaling socket dropped; resuming", self.name)
+        while not self._left:
+            delay = policy.next_delay_ms(now_ms())
+            if delay is None:
+                entry["outcome"] = "gave-up"
+                self.reconnect_failures += 1
+                log.warning("%s: could not reconnect; giving up", self.name)
+                return
+            await asyncio.sleep(delay / 1000)
+            entry["attempts"] += 1
+            try:
+                async with asyncio.timeout(RESUME_ATTEMPT_TIMEOUT_S):
+                    reply = await self.resume()
+            except SyntheticClientError as exc:
+                await self._discard_socket()
+                refusal = exc.error or {}
+                if refusal.get("type") == "removed" or refusal.get("fatal"):
+                    entry["outcome"] = f"refused: {refusal.get('code') or refusal.get('reason')}"
+                    self.reconnect_failures += 1
+                    return
+                entry["last_error"] = str(exc)[:200]
+                continue
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                await self._discard_socket()
+                entry["last_error"] = repr(exc)[:200]
+                continue
+            entry["back_ms"] = now_ms()
+            if reply.get("resumed"):
+                entry["outcome"] = "resumed"
+                self.resumes += 1
+            else:
+                entry["outcome"] = "rejoined"
+                self.rejoins += 1
+            log.info(
+                "%s: signaling %s after %d ms",
+                self.name,
+                entry["outcome"],
+                entry["back_ms"] - dropped,
+            )
+            self._notify()
+            return
 
     async def send_raw(self, payload: str | bytes) -> None:
         """Send exactly these bytes/text (for bad-input tests)."""
@@ -411,9 +522,10 @@ class SyntheticParticipant:
         return "publish" in allowed
 
     async def _read_loop(self) -> None:
-        assert self._ws is not None
+        ws = self._ws
+        assert ws is not None
         try:
-            async for msg in self._ws:
+            async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     continue
                 try:
@@ -426,6 +538,12 @@ class SyntheticParticipant:
                 self._handle(data)
         finally:
             self._notify()
+        # Only reached when the socket ended by itself (a cancelled reader never gets here).
+        if ws is self._ws and self._may_reconnect():
+            self._ws = None
+            self._reconnector = asyncio.create_task(
+                self._reconnect_loop(), name=f"{self.name}-reconnect"
+            )
 
     def _handle(self, message: dict[str, Any]) -> None:
         self.messages.append(message)
