@@ -75,6 +75,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from media.codecs import is_keyframe
 from media.red import RedEncoder, RedParseError, RedReceiver
 from media.rtp import RtpHeader, RtpParseError, is_rtcp, parse_rtp_header, unwrap_rtx_payload
 from media.sdp_simulcast import URI_REPAIRED_RID as URI_REPAIRED_RID
@@ -412,6 +413,37 @@ async def send_nack(receiver: RTCRtpReceiver, sequence_numbers: Iterable[int]) -
     media = [ssrc for ssrc in active if ssrc not in rtx]
     if wanted and media:
         await receiver._send_rtcp_nack(max(media, key=lambda s: active[s]), wanted)
+
+
+async def send_pli(receiver: RTCRtpReceiver) -> bool:
+    """Ask the sender of a stock receiver's video for a keyframe (PLI), for QA clients.
+
+    aiortc asks only when its 512-packet jitter buffer overflows; a browser asks as soon as its
+    decoder starves. False while no media SSRC has been seen.
+    """
+    rtx: dict[int, int] = receiver._RTCRtpReceiver__rtx_ssrc
+    active: dict[int, Any] = receiver._RTCRtpReceiver__active_ssrc
+    media = [ssrc for ssrc in active if ssrc not in rtx]
+    if not media:
+        return False
+    await receiver._send_rtcp_pli(max(media, key=lambda s: active[s]))
+    return True
+
+
+def skip_to_keyframe(receiver: RTCRtpReceiver) -> bool:
+    """Let a stock receiver's video jitter buffer give up a hole and go on from the next
+    keyframe it already holds (as a browser's frame buffer does); False if it holds none."""
+    buffer = receiver._RTCRtpReceiver__jitter_buffer
+    codecs: dict[int, Any] = receiver._RTCRtpReceiver__codecs
+    if buffer is None or buffer._origin is None:
+        return False
+    for offset in range(1, buffer.capacity):
+        packet = buffer._packets[(buffer._origin + offset) % buffer.capacity]
+        codec = codecs.get(packet.payload_type) if packet is not None else None
+        if codec is not None and is_keyframe(codec.mimeType, packet.payload):
+            buffer.remove(offset)  # the next packet to arrive releases the keyframe
+            return True
+    return False
 
 
 @dataclass(frozen=True)
