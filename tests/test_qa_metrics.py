@@ -331,6 +331,42 @@ def test_analyse_and_write_report(tmp_path: Path) -> None:
     assert "FAIL freeze time: bedside→attending (uplink)" in text
 
 
+def test_a_resumed_signaling_outage_keeps_the_call_up_a_rejoin_does_not() -> None:
+    names = ["bedside", "attending"]
+    people = [_participant(n, [o for o in names if o != n], 10_000, 6) for n in names]
+    bedside, attending = people
+    # The bedside's socket was away 10.5-12.3 s and came back as the same session.
+    for row in bedside["timeline"][1:3]:
+        row[3] = False
+    bedside["reconnects"] = [
+        {"dropped_ms": 10_500, "back_ms": 12_300, "attempts": 3, "outcome": "resumed"}
+    ]
+    # The attending's came back only as a new session (new peer connections).
+    attending["timeline"][2][3] = False
+    attending["reconnects"] = [
+        {"dropped_ms": 11_900, "back_ms": 12_100, "attempts": 1, "outcome": "rejoined"},
+        {"dropped_ms": 1_000, "back_ms": 2_000, "attempts": 1, "outcome": "resumed"},  # before
+    ]
+    run = analyse_run(people, {"bedside"}, 10_000, 15_000, 15, 0.2)
+    facts = {p["name"]: p for p in run["participants"]}
+    assert facts["bedside"]["connected_throughout"] is True
+    assert (facts["bedside"]["resumes"], facts["bedside"]["rejoins"]) == (1, 0)
+    assert facts["bedside"]["longest_away_ms"] == 1800
+    assert facts["attending"]["connected_throughout"] is False
+    assert (facts["attending"]["resumes"], facts["attending"]["rejoins"]) == (0, 1)
+    stays_up = {v["subject"]: v for v in run["verdicts"] if v["target"] == "call stays up"}
+    assert stays_up["bedside"]["passed"]
+    assert stays_up["bedside"]["measured"] == (
+        "connected (signaling resumed 1x, longest away 1.8 s)"
+    )
+    assert not stays_up["attending"]["passed"]
+    text = format_summary(
+        {"runs": [dict(run, profile="lossy-20", nack=True)], "created": "now", "config": {}}
+    )
+    assert "bedside up, resumes 1, rejoins 0 (away 1.8 s)" in text
+    assert "attending DROPPED, resumes 0, rejoins 1" in text
+
+
 # ----------------------------------------------------------------------------- client NACK retries
 
 

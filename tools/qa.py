@@ -154,6 +154,7 @@ class RunConfig:
     out_dir: Path
     red: int = 0
     renack: bool = True
+    keyframe_requests: bool = True
     progress: bool = True
     targets: Targets = field(default_factory=Targets)
 
@@ -174,6 +175,8 @@ async def _start_participant(
         argv += ["--red", str(config.red)]
     if not config.renack:
         argv += ["--no-renack"]
+    if not config.keyframe_requests:
+        argv += ["--no-pli"]
     if impaired:
         argv = ns.command(argv)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSILIUM_")}
@@ -220,7 +223,12 @@ def _postfix(children: list[_Child]) -> str:
         for c in children
     )
     low = f"{min(rates):.0f}" if rates else "-"
-    return f"lowest fps {low}, {'connected' if states else 'NOT CONNECTED'}"
+    resumes = sum(int(c.status.get("resumes", 0)) for c in children)
+    rejoins = sum(int(c.status.get("rejoins", 0)) for c in children)
+    text = f"lowest fps {low}, {'connected' if states else 'NOT CONNECTED'}"
+    if resumes or rejoins:
+        text += f", signaling resumed {resumes}x, rejoined {rejoins}x"
+    return text
 
 
 async def run_once(config: RunConfig) -> dict[str, Any]:
@@ -369,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="clients NACK each hole once (aiortc's default) instead of retrying like browsers",
     )
+    parser.add_argument(
+        "--no-pli",
+        action="store_true",
+        help="clients never ask for a keyframe when video stalls (aiortc's default)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--list-profiles", action="store_true")
     args = parser.parse_args(argv)
@@ -402,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=out_dir,
             red=args.red,
             renack=not args.stock_aiortc_nack,
+            keyframe_requests=not args.no_pli,
             progress=not args.no_progress,
         )
         for profile in profiles
@@ -413,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     meta.update(fps=args.fps, seed=args.seed, red=args.red)
     meta["client_renack"] = not args.stock_aiortc_nack
+    meta["client_pli"] = not args.no_pli
     report = asyncio.run(run_all(configs, out_dir, meta))
     written = write_report(report, out_dir)
     print(format_summary(report))

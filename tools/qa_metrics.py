@@ -475,6 +475,7 @@ def evaluate_targets(
     paths: Sequence[PathResult],
     connected_throughout: dict[str, bool],
     targets: Targets = DEFAULT_TARGETS,
+    connection_notes: dict[str, str] | None = None,
 ) -> RunVerdicts:
     """Verdicts for one run. ``profile_loss`` is the profile's worst random loss (0..1).
 
@@ -505,7 +506,11 @@ def evaluate_targets(
                 )
             )
     for name, ok in sorted(connected_throughout.items()):
-        add(Verdict("call stays up", name, ok, "connected" if ok else "dropped", "connected"))
+        measured = "connected" if ok else "dropped"
+        note = (connection_notes or {}).get(name)
+        if note:
+            measured += f" ({note})"
+        add(Verdict("call stays up", name, ok, measured, "connected"))
     for p in paths:
         add(
             Verdict(

@@ -43,11 +43,17 @@ from media.synthetic import (
 )
 from sfu.adapters import aiortc_adapter
 from sfu.clock import now_ms
+from tools.client_recovery import StallDetector
 from tools.qa_metrics import psnr_db
 from tools.synthetic_client import RemoteMedia, SyntheticParticipant
 
 STATUS_INTERVAL_S = 1.0
 RENACK_TICK_S = 0.05
+# No frame for this long while packets arrive: the hole will not be repaired, ask for a
+# keyframe (browsers do so sooner; aiortc only after its 512-packet buffer overflows).
+STALL_PLI_MS = 1000
+# Without a frame for this long, look for a keyframe past the hole in aiortc's jitter buffer.
+STALL_SKIP_MS = 200
 
 
 class NackRetry:
@@ -89,7 +95,11 @@ def _y_plane(frame: VideoFrame) -> npt.NDArray[Any]:
 class QaParticipant(SyntheticParticipant):
     """A synthetic participant that keeps every measurement (not just the last 200)."""
 
-    def __init__(self, base_url: str, *, renack: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, base_url: str, *, renack: bool = True, keyframe_requests: bool = True, **kwargs: Any
+    ) -> None:
+        # A browser resumes a dropped signaling socket by itself; so does a QA participant.
+        kwargs.setdefault("auto_resume", True)
         super().__init__(base_url, **kwargs)
         # sender name -> rows: [recv_ms, counter|None, latency_ms|None, psnr_db|None]
         self.video_log: dict[str, list[list[Any]]] = {}
@@ -101,6 +111,10 @@ class QaParticipant(SyntheticParticipant):
         self._backgrounds: dict[str, npt.NDArray[np.uint8]] = {}
         self.renack = renack
         self._retries: dict[int, NackRetry] = {}  # id(receiver) -> policy
+        self.keyframe_requests = keyframe_requests
+        self._stalls: dict[str, StallDetector] = {}  # sender name -> detector
+        self._video_packets: dict[str, int] = {}  # sender name -> packets into the buffer
+        self.keyframe_skips = 0  # times aiortc's buffer gave up a hole for a keyframe
 
     def _new_pc(self) -> RTCPeerConnection:
         pc = super()._new_pc()
@@ -108,10 +122,12 @@ class QaParticipant(SyntheticParticipant):
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             for transceiver in pc.getTransceivers():
-                if transceiver.kind == "audio" and transceiver.receiver.track is track:
-                    aiortc_adapter.tap_jitter_buffer(
-                        transceiver.receiver, functools.partial(self._on_audio_rtp, transceiver)
-                    )
+                if transceiver.receiver.track is not track:
+                    continue
+                tap = self._on_audio_rtp if transceiver.kind == "audio" else self._on_video_rtp
+                aiortc_adapter.tap_jitter_buffer(
+                    transceiver.receiver, functools.partial(tap, transceiver)
+                )
 
         return pc
 
@@ -136,6 +152,42 @@ class QaParticipant(SyntheticParticipant):
     def renacks_sent(self) -> int:
         return sum(r.sent for r in self._retries.values())
 
+    async def keyframe_loop(self) -> None:
+        """Recover from a hole that is not repaired, as a browser does (see StallDetector)."""
+        while True:
+            await asyncio.sleep(RENACK_TICK_S)
+            pc = self.subscribe_pc
+            if pc is None or not self.keyframe_requests:
+                continue
+            now = now_ms()
+            for transceiver in pc.getTransceivers():
+                name = self._sender_name(transceiver)
+                if transceiver.kind != "video" or name is None:
+                    continue
+                stall = self._stalls.setdefault(name, StallDetector(now, stall_ms=STALL_PLI_MS))
+                stall.on_packets(self._video_packets.get(name, 0))
+                if now - stall.last_frame_ms < STALL_SKIP_MS:
+                    continue
+                receiver = transceiver.receiver
+                if aiortc_adapter.skip_to_keyframe(receiver):
+                    self.keyframe_skips += 1
+                if stall.should_send_pli(now):
+                    with contextlib.suppress(ConnectionError):
+                        await aiortc_adapter.send_pli(receiver)
+
+    def plis_sent(self) -> int:
+        return sum(s.plis for s in self._stalls.values())
+
+    def _sender_name(self, transceiver: RTCRtpTransceiver) -> str | None:
+        pid = self._mid_to_participant.get(transceiver.mid or "")
+        media = self.received.get(pid) if pid is not None else None
+        return media.name if media is not None and media.name else None
+
+    def _on_video_rtp(self, transceiver: RTCRtpTransceiver, seq: int, timestamp: int) -> None:
+        name = self._sender_name(transceiver)
+        if name is not None:
+            self._video_packets[name] = self._video_packets.get(name, 0) + 1
+
     def _on_audio_rtp(self, transceiver: RTCRtpTransceiver, seq: int, timestamp: int) -> None:
         pid = self._mid_to_participant.get(transceiver.mid or "")
         media = self.received.get(pid) if pid is not None else None
@@ -154,6 +206,9 @@ class QaParticipant(SyntheticParticipant):
     # The base class calls these through self, so instance methods override its static ones.
     def _inspect_video(self, media: RemoteMedia, frame: VideoFrame) -> None:  # type: ignore[override]
         recv, wall = now_ms(), clock_ms32()  # before any work of ours on the frame
+        stall = self._stalls.get(media.name)
+        if stall is not None:
+            stall.on_frame(recv)
         media.video_size = (frame.width, frame.height)
         luma = _y_plane(frame)
         decoded = decode_barcode(luma)
@@ -187,6 +242,9 @@ class QaParticipant(SyntheticParticipant):
             "subscribe": self.subscribe_pc.connectionState if self.subscribe_pc else "none",
             "ws": self.connected,
             "renacks": self.renacks_sent(),
+            "plis": self.plis_sent(),
+            "resumes": self.resumes,
+            "rejoins": self.rejoins,
         }
 
 
@@ -236,6 +294,7 @@ async def run(args: argparse.Namespace) -> int:
         fps=args.fps,
         ice_servers=[],  # never aiortc's default public STUN server
         renack=not args.no_renack,
+        keyframe_requests=not args.no_pli,
         **({"red_distance": args.red} if args.red else {}),
     )
     result: dict[str, Any] = {
@@ -248,6 +307,7 @@ async def run(args: argparse.Namespace) -> int:
     }
     status_task: asyncio.Task[None] | None = None
     renack_task: asyncio.Task[None] | None = None
+    keyframe_task: asyncio.Task[None] | None = None
 
     async def report_status() -> None:
         while True:
@@ -265,12 +325,13 @@ async def run(args: argparse.Namespace) -> int:
         _emit({"event": "joined", "identity": participant.identity, "t": result["joined_ms"]})
         status_task = asyncio.create_task(report_status())
         renack_task = asyncio.create_task(participant.renack_loop())
+        keyframe_task = asyncio.create_task(participant.keyframe_loop())
         await _wait_for_stop(args.max_seconds)
     except Exception as exc:  # reported to the orchestrator in the result file
         result["error"] = repr(exc)
         _emit({"event": "error", "error": repr(exc)})
     finally:
-        for task in (status_task, renack_task):
+        for task in (status_task, renack_task, keyframe_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -285,6 +346,12 @@ async def run(args: argparse.Namespace) -> int:
         }
         result["negotiation_failures"] = participant.negotiation_failures
         result["renacks_sent"] = participant.renacks_sent()
+        result["plis_sent"] = participant.plis_sent()
+        result["keyframe_skips"] = participant.keyframe_skips
+        result["resumes"] = participant.resumes
+        result["rejoins"] = participant.rejoins
+        result["reconnect_failures"] = participant.reconnect_failures
+        result["reconnects"] = participant.reconnects
         result["server_errors"] = participant.errors
         result["video"] = participant.video_log
         result["audio"] = participant.audio_log
@@ -308,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--red", type=int, default=0, help="audio RED distance (0: plain Opus)")
     parser.add_argument(
         "--no-renack", action="store_true", help="stock aiortc: NACK each hole only once"
+    )
+    parser.add_argument(
+        "--no-pli", action="store_true", help="stock aiortc: never ask for a keyframe on a stall"
     )
     parser.add_argument("--max-seconds", type=float, default=900.0)
     parser.add_argument("--out", required=True, help="result JSON file")

@@ -40,14 +40,64 @@ def _audio_samples(rows: Sequence[Sequence[Any]]) -> list[AudioSample]:
     return [AudioSample(int(r[0]), int(r[1])) for r in rows if int(r[1]) >= 0]
 
 
+def _outages(participant: dict[str, Any], start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+    """Signaling outages (tools.synthetic_client ``reconnects``) that touch the window."""
+    return [
+        r
+        for r in participant.get("reconnects", [])
+        if r["dropped_ms"] <= end_ms and (r.get("back_ms") is None or r["back_ms"] >= start_ms)
+    ]
+
+
 def _connected_throughout(participant: dict[str, Any], start_ms: int, end_ms: int) -> bool:
-    """Both peer connections and the socket up at every status sample in the window."""
+    """Both peer connections up at every status sample in the window, and the socket too,
+    except while it was away and came back as the same session (a resume: the media never
+    stopped, the others saw "reconnecting"). A rejoin or a lost socket is a dropped call."""
     if participant.get("error"):
         return False
     rows = [r for r in participant.get("timeline", []) if start_ms <= r[0] <= end_ms]
-    return bool(rows) and all(
-        r[1] == "connected" and r[2] == "connected" and r[3] is True for r in rows
+    if not rows or not all(r[1] == "connected" and r[2] == "connected" for r in rows):
+        return False
+    if all(r[3] is True for r in rows):
+        return True
+    outages = _outages(participant, start_ms, end_ms)
+    return (
+        bool(outages)
+        and all(o.get("outcome") == "resumed" for o in outages)
+        and rows[-1][3] is True
     )
+
+
+def _reconnect_facts(participant: dict[str, Any], start_ms: int, end_ms: int) -> dict[str, Any]:
+    """Resumes, rejoins and time without signaling during the window."""
+    outages = _outages(participant, start_ms, end_ms)
+    away = [
+        (o["back_ms"] if o.get("back_ms") is not None else end_ms) - o["dropped_ms"]
+        for o in outages
+    ]
+    return {
+        "resumes": sum(1 for o in outages if o.get("outcome") == "resumed"),
+        "rejoins": sum(1 for o in outages if o.get("outcome") == "rejoined"),
+        "reconnect_failures": sum(
+            1 for o in outages if o.get("outcome") not in ("resumed", "rejoined")
+        ),
+        "signaling_away_ms": sum(away),
+        "longest_away_ms": max(away, default=0),
+    }
+
+
+def _reconnect_note(facts: dict[str, Any]) -> str:
+    parts = []
+    for key, word in (
+        ("resumes", "resumed"),
+        ("rejoins", "rejoined"),
+        ("reconnect_failures", "lost"),
+    ):
+        if facts[key]:
+            parts.append(f"signaling {word} {facts[key]}x")
+    if parts:
+        parts.append(f"longest away {facts['longest_away_ms'] / 1000:.1f} s")
+    return ", ".join(parts)
 
 
 def _cpu_percent(participant: dict[str, Any], start_ms: int, end_ms: int) -> float | None:
@@ -107,7 +157,9 @@ def analyse_run(
                 }
             )
     connected = {p["name"]: _connected_throughout(p, start_ms, end_ms) for p in participants}
-    verdicts = evaluate_targets(profile_loss, paths, connected, targets)
+    facts = {p["name"]: _reconnect_facts(p, start_ms, end_ms) for p in participants}
+    notes = {name: _reconnect_note(f) for name, f in facts.items()}
+    verdicts = evaluate_targets(profile_loss, paths, connected, targets, notes)
     return {
         "window_ms": [start_ms, end_ms],
         "duration_s": round((end_ms - start_ms) / 1000, 3),
@@ -121,6 +173,10 @@ def analyse_run(
                 "frames_sent": p.get("frames_sent", {}),
                 "red": p.get("red"),
                 "renacks_sent": p.get("renacks_sent"),
+                "plis_sent": p.get("plis_sent"),
+                "keyframe_skips": p.get("keyframe_skips"),
+                **facts[p["name"]],
+                "reconnects": p.get("reconnects", []),
             }
             for p in participants
         ],
@@ -201,6 +257,9 @@ def format_summary(report: dict[str, Any]) -> str:
             head += f", RED recovered {sum(r.get('recovered', 0) for r in red)} audio frames"
         blocks.append(head + ")")
         blocks.append(_table(SUMMARY_COLUMNS, [_path_row(p) for p in run["paths"]]))
+        blocks.append(
+            "participants: " + "; ".join(_participant_line(p) for p in run["participants"])
+        )
         failed = [v for v in run["verdicts"] if not v["passed"]]
         kinds = sorted({v["target"] for v in run["verdicts"]})
         verdict = "PASS" if run["passed"] else f"FAIL ({len(failed)} of {len(run['verdicts'])})"
@@ -211,6 +270,19 @@ def format_summary(report: dict[str, Any]) -> str:
             )
         blocks.append("")
     return "\n".join(blocks)
+
+
+def _participant_line(p: dict[str, Any]) -> str:
+    """Whether the call stayed up for one participant, and what its client did to keep it."""
+    text = f"{p['name']} {'up' if p.get('connected_throughout') else 'DROPPED'}"
+    text += f", resumes {p.get('resumes', 0)}, rejoins {p.get('rejoins', 0)}"
+    if p.get("reconnect_failures"):
+        text += f", lost {p['reconnect_failures']}"
+    if p.get("longest_away_ms"):
+        text += f" (away {p['longest_away_ms'] / 1000:.1f} s)"
+    if p.get("plis_sent") is not None:
+        text += f", PLIs {p['plis_sent']}"
+    return text
 
 
 # ----------------------------------------------------------------------------- plots
@@ -320,13 +392,14 @@ def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
                 _fmt(run.get("server", {}).get("cpu_percent")),
                 ", ".join(f"{p['name']} {_fmt(p['cpu_percent'])}" for p in run["participants"]),
                 _fmt(run.get("machine_cpu_busy_percent")),
+                "; ".join(_participant_line(p) for p in run["participants"]),
             ]
         )
         classes.append("pass" if run["passed"] else "fail")
     parts.append("<h2>Runs</h2>")
     parts.append(
         _html_table(
-            ["run", "targets", "server CPU %", "client CPU %", "machine busy %"],
+            ["run", "targets", "server CPU %", "client CPU %", "machine busy %", "participants"],
             overview,
             classes,
         )
