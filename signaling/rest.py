@@ -33,7 +33,7 @@ from signaling.auth import (
     is_valid_role,
     new_identity,
 )
-from signaling.messages import MAX_MESSAGE_BYTES, ProtocolError
+from signaling.messages import MAX_MESSAGE_BYTES
 from signaling.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from signaling.metrics import render as render_metrics
 from signaling.ws import change_role
@@ -82,28 +82,28 @@ async def list_rooms(request: web.Request) -> web.Response:
     return web.json_response({"rooms": [r.describe() for r in request.app[SFU].rooms.values()]})
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request's JSON object, or the error response (413 too large, 400 bad JSON)."""
     too_large = f"request bodies are limited to {MAX_MESSAGE_BYTES} bytes"
     if request.content_length is not None and request.content_length > MAX_MESSAGE_BYTES:
-        raise ProtocolError("too-large", too_large)
+        return api_error(413, "too-large", too_large)
     try:
         body = await request.json() if request.can_read_body else {}
-    except web.HTTPRequestEntityTooLarge as exc:  # chunked bodies are only caught while reading
-        raise ProtocolError("too-large", too_large) from exc
-    except ValueError as exc:
-        raise ProtocolError("bad-json", "the request body is not valid JSON") from exc
+    except web.HTTPRequestEntityTooLarge:  # chunked bodies are only caught while reading
+        return api_error(413, "too-large", too_large)
+    except ValueError:
+        return api_error(400, "bad-json", "the request body is not valid JSON")
     if not isinstance(body, dict):
-        raise ProtocolError("bad-json", "the request body must be a JSON object")
+        return api_error(400, "bad-json", "the request body must be a JSON object")
     return body
 
 
 async def create_room(request: web.Request) -> web.Response:
     if (denied := _authorize(request)) is not None:
         return denied
-    try:
-        body = await _json_body(request)
-    except ProtocolError as exc:
-        return api_error(413 if exc.code == "too-large" else 400, exc.code, exc.message)
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
     room_id = body.get("id")
     if room_id is None:
         room_id = new_identity()
@@ -130,10 +130,15 @@ def _room_or_404(request: web.Request) -> Any:
     return room
 
 
-async def get_room(request: web.Request) -> web.Response:
+def _admin_room(request: web.Request) -> Any:
+    """The room the path names if the caller may administer it, else the error response."""
     if (denied := _authorize(request, request.match_info["room"])) is not None:
         return denied
-    room = _room_or_404(request)
+    return _room_or_404(request)
+
+
+async def get_room(request: web.Request) -> web.Response:
+    room = _admin_room(request)
     return room if isinstance(room, web.Response) else web.json_response(room.describe())
 
 
@@ -146,9 +151,7 @@ async def delete_room(request: web.Request) -> web.Response:
 
 
 async def list_participants(request: web.Request) -> web.Response:
-    if (denied := _authorize(request, request.match_info["room"])) is not None:
-        return denied
-    room = _room_or_404(request)
+    room = _admin_room(request)
     if isinstance(room, web.Response):
         return room
     return web.json_response({"participants": [s.describe() for s in room.sessions.values()]})
@@ -156,9 +159,7 @@ async def list_participants(request: web.Request) -> web.Response:
 
 def _participant_or_error(request: web.Request) -> tuple[Any, Session] | web.Response:
     """(room, session) named by the path, or the error response (auth, 404s)."""
-    if (denied := _authorize(request, request.match_info["room"])) is not None:
-        return denied
-    room = _room_or_404(request)
+    room = _admin_room(request)
     if isinstance(room, web.Response):
         return room
     session = room.sessions.get(request.match_info["identity"])
@@ -175,20 +176,21 @@ async def participant_stats(request: web.Request) -> web.Response:
 
 
 async def remove_participant(request: web.Request) -> web.Response:
-    found = _participant_or_error(request)
-    if isinstance(found, web.Response):
-        return found
-    room, session = found
-    await room.remove_by_host(session, _api_actor(request))
-    return web.Response(status=204)
+    return await _host_action(request, "remove")
 
 
 async def mute_participant(request: web.Request) -> web.Response:
+    return await _host_action(request, "mute")
+
+
+async def _host_action(request: web.Request, action: str) -> web.Response:
+    """Remove or mute the participant the path names, on behalf of the API caller."""
     found = _participant_or_error(request)
     if isinstance(found, web.Response):
         return found
     room, session = found
-    await room.mute_by_host(session, _api_actor(request))
+    act = room.remove_by_host if action == "remove" else room.mute_by_host
+    await act(session, _api_actor(request))
     return web.Response(status=204)
 
 
@@ -197,10 +199,9 @@ async def put_participant_role(request: web.Request) -> web.Response:
     if isinstance(found, web.Response):
         return found
     room, session = found
-    try:
-        body = await _json_body(request)
-    except ProtocolError as exc:
-        return api_error(413 if exc.code == "too-large" else 400, exc.code, exc.message)
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
     role = body.get("role")
     if not is_valid_role(role):
         return api_error(400, "bad-field", "role must be host, specialist, bedside or observer")
@@ -210,9 +211,7 @@ async def put_participant_role(request: web.Request) -> web.Response:
 
 async def end_room(request: web.Request) -> web.Response:
     """End the consultation: everyone is disconnected and the room id refuses later joins."""
-    if (denied := _authorize(request, request.match_info["room"])) is not None:
-        return denied
-    room = _room_or_404(request)
+    room = _admin_room(request)
     if isinstance(room, web.Response):
         return room
     await request.app[SFU].end_consultation(room, _api_actor(request))
@@ -243,9 +242,7 @@ def _recording_body(room: Any) -> dict[str, Any]:
 
 
 async def get_recording(request: web.Request) -> web.Response:
-    if (denied := _authorize(request, request.match_info["room"])) is not None:
-        return denied
-    room = _room_or_404(request)
+    room = _admin_room(request)
     if isinstance(room, web.Response):
         return room
     return web.json_response(_recording_body(room))
@@ -262,10 +259,9 @@ async def post_recording(request: web.Request) -> web.Response:
     room = _room_or_404(request)
     if isinstance(room, web.Response):
         return room
-    try:
-        body = await _json_body(request)
-    except ProtocolError as exc:
-        return api_error(413 if exc.code == "too-large" else 400, exc.code, exc.message)
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
     action = body.get("action")
     if action not in ("start", "stop"):
         return api_error(400, "bad-field", "action must be 'start' or 'stop'")
@@ -352,10 +348,9 @@ def _mint(request: web.Request, body: dict[str, Any], status: int = 201) -> web.
 async def mint_token(request: web.Request) -> web.Response:
     if (denied := _authorize(request)) is not None:
         return denied
-    try:
-        body = await _json_body(request)
-    except ProtocolError as exc:
-        return api_error(413 if exc.code == "too-large" else 400, exc.code, exc.message)
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
     return _mint(request, body)
 
 
