@@ -213,3 +213,43 @@ def test_client_opus_bitrate_reaches_aiortcs_encoder() -> None:
     assert OpusEncoder().codec.bit_rate == 96000
     with pytest.raises(ValueError):
         adapter.set_client_opus_bitrate(1000)
+
+
+async def test_qa_keyframe_helpers_work_on_a_stock_receiver() -> None:
+    """send_pli and skip_to_keyframe reach into RTCRtpReceiver and aiortc's JitterBuffer."""
+    from aiortc.jitterbuffer import JitterBuffer
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+    from aiortc.rtp import RtpPacket
+
+    pc = RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("video", direction="recvonly").receiver
+        vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+        receiver._RTCRtpReceiver__codecs = {96: vp8}
+        buffer = JitterBuffer(capacity=128, is_video=True)
+        receiver._RTCRtpReceiver__jitter_buffer = buffer
+        assert adapter.skip_to_keyframe(receiver) is False  # nothing buffered yet
+
+        delta_frame = b"\x10\x01\x00\x00"  # VP8 descriptor S=1, then a P=1 (inter) header
+        keyframe = b"\x10\x00\x00\x00\x9d\x01\x2a"  # P=0: a keyframe, with the start code
+        for seq, ts, payload in ((100, 1000, delta_frame), (103, 4000, keyframe)):
+            buffer.add(
+                RtpPacket(payload_type=96, sequence_number=seq, timestamp=ts, payload=payload)
+            )
+        assert adapter.skip_to_keyframe(receiver) is True  # the hole at 101-102 is given up
+        assert buffer._origin == 103
+
+        sent: list[int] = []
+
+        async def capture_pli(media_ssrc: int) -> None:
+            sent.append(media_ssrc)
+
+        receiver._send_rtcp_pli = capture_pli
+        assert await adapter.send_pli(receiver) is False  # no media SSRC seen yet
+        receiver._RTCRtpReceiver__active_ssrc[0xBEEF] = 1
+        receiver._RTCRtpReceiver__active_ssrc[0xCAFE] = 2
+        receiver._RTCRtpReceiver__rtx_ssrc[0xCAFE] = 0xBEEF  # an RTX stream is not asked
+        assert await adapter.send_pli(receiver) is True
+        assert sent == [0xBEEF]
+    finally:
+        await pc.close()
