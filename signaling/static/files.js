@@ -318,8 +318,10 @@ export function initFiles(ctx) {
       this.file = file;
       this.tus = null;
       this.paused = false;
+      this.resuming = false; // until the next PATCH says from where
+      this.resumedPct = undefined;
       this.samples = [];
-      this.record = { name: file.name, size: file.size, state: 'checking', instant: false, fileId: null, error: null };
+      this.record = { name: file.name, size: file.size, state: 'checking', instant: false, fileId: null, error: null, resumedFrom: 0 };
       const el = document.createElement('div');
       el.className = 'upload';
       const name = document.createElement('span');
@@ -409,6 +411,7 @@ export function initFiles(ctx) {
         storeFingerprintForResuming: true,
         removeFingerprintOnSuccess: true,
         onProgress: (sent, total) => this.progress(sent, total),
+        onBeforeRequest: (req) => this.beforeRequest(req),
         onSuccess: ({ lastResponse }) => {
           const id = lastResponse && lastResponse.getHeader('Consilium-File-Id');
           if (!id) { this.fail('the server did not say which file it stored'); return; }
@@ -429,9 +432,25 @@ export function initFiles(ctx) {
       this.tus = upload;
       // A page reload (or a second try with the same file) resumes at the server's offset.
       upload.findPreviousUploads().then((previous) => {
-        if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
+        if (previous.length) {
+          upload.resumeFromPreviousUpload(previous[0]);
+          this.resuming = true;
+          this.set('uploading', 'Resuming an earlier upload…');
+        }
         upload.start();
       }).catch(() => upload.start());
+    }
+
+    // The first PATCH after a resume starts at the server's offset: tell the user how much
+    // was already there, so a reloaded page visibly does not start over.
+    beforeRequest(req) {
+      if (!this.resuming || req.getMethod() !== 'PATCH') return;
+      this.resuming = false;
+      const offset = Number.parseInt(String(req.getHeader('Upload-Offset')), 10);
+      if (!(offset > 0) || !this.file.size) return;
+      this.record.resumedFrom = offset;
+      this.resumedPct = Math.floor((offset / this.file.size) * 100);
+      this.set('uploading', `Resuming from ${this.resumedPct} %`, this.resumedPct);
     }
 
     progress(sent, total) {
@@ -442,7 +461,8 @@ export function initFiles(ctx) {
       const speed = now > t0 ? ((sent - b0) * 1000) / (now - t0) : 0;
       const pct = total ? Math.floor((sent / total) * 100) : 0;
       const rate = speed > 0 ? ` · ${formatSize(speed)}/s` : '';
-      this.set('uploading', `Uploading ${pct} % (${formatSize(sent)} of ${formatSize(total)})${rate}`, pct);
+      const resumed = this.resumedPct !== undefined ? ` · resumed from ${this.resumedPct} %` : '';
+      this.set('uploading', `Uploading ${pct} % (${formatSize(sent)} of ${formatSize(total)})${rate}${resumed}`, pct);
     }
 
     togglePause() {
@@ -451,6 +471,7 @@ export function initFiles(ctx) {
         this.paused = false;
         this.samples = [];
         this.pauseBtn.textContent = 'Pause';
+        this.resuming = true;
         this.set('uploading', 'Resuming…');
         this.tus.start();
       } else {
