@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -48,17 +47,39 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-    response: web.StreamResponse = await handler(request)
+# The web client shows patient data: only our own scripts (plus compiling hash-wasm's
+# WebAssembly), styles and connections; media from the camera. 'self' covers ws(s) to the same
+# host in CSP3 browsers.
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self' 'wasm-unsafe-eval'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' blob: mediastream:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+PERMISSIONS_POLICY = "camera=(self), microphone=(self), display-capture=(self), geolocation=()"
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response just before it is sent, errors and the WebSocket handshake included;
+    a handler's own stricter values (shared-file downloads) win."""
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")  # tokens live in page URLs
     response.headers.setdefault("X-Frame-Options", "DENY")
-    return response
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[security_headers], client_max_size=MAX_MESSAGE_BYTES)
+    app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+    app.on_response_prepare.append(security_headers)
     app[SETTINGS] = settings
     store = SqliteStore.in_dir(settings.data_dir)
     app[AUDIT] = AuditLog(store)

@@ -903,6 +903,9 @@ async def download(request: web.Request) -> web.StreamResponse:
         ),
         "Content-Type": shared.type if inline else "application/octet-stream",
         "Cache-Control": "private, no-store",
+        # A shared file opened in a tab must never run script on our origin (an SVG or HTML
+        # sent as image/png, a PDF with JavaScript): no subresources, a unique opaque origin.
+        "Content-Security-Policy": "default-src 'none'; sandbox",
     }
     try:
         start = request.http_range.start

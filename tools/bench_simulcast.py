@@ -153,13 +153,15 @@ async def browser_run(settle_s: float, measure_s: float, trace_dir: str | None) 
                 )
                 publisher = await publisher_browser.new_page()
                 await publisher.goto(f"{server.url}/?room=bench&name=Bedside")
-                await publisher.wait_for_function("window.consilium.publishedLayers.length > 0")
+                await publisher.wait_for_function(
+                    "() => window.consilium.publishedLayers.length > 0"
+                )
                 layers = await publisher.evaluate("window.consilium.publishedLayers")
                 pid = await publisher.evaluate("window.consilium.self.id")
                 page = await subscriber_browser.new_page(viewport={"width": 1600, "height": 1000})
                 origin = f"http://{net.host_addr}:{server.port}"
                 await page.goto(f"{origin}/?room=bench&name=Radiologist&role=observer")
-                await page.wait_for_function("window.consilium.state === 'joined'")
+                await page.wait_for_function("() => window.consilium.state === 'joined'")
                 print(f"publisher layers: {layers}")
 
                 run = Run()

@@ -78,13 +78,17 @@ async def test_video_survives_five_percent_loss_on_both_legs(
         try:
             publisher = await browser.new_page()
             await publisher.goto(f"{base}&name=Bedside")
-            await publisher.wait_for_function("window.consilium.state === 'joined'", timeout=60_000)
+            await publisher.wait_for_function(
+                "() => window.consilium.state === 'joined'", timeout=60_000
+            )
             viewer_context = await browser.new_context()
             viewer = await viewer_context.new_page()
             await viewer.goto(f"{base}&name=Attending&role=observer")
-            await viewer.wait_for_function("window.consilium.state === 'joined'", timeout=60_000)
             await viewer.wait_for_function(
-                "document.querySelector('#tiles .tile video')?.videoWidth > 0", timeout=60_000
+                "() => window.consilium.state === 'joined'", timeout=60_000
+            )
+            await viewer.wait_for_function(
+                "() => document.querySelector('#tiles .tile video')?.videoWidth > 0", timeout=60_000
             )
 
             intact = broken = 0

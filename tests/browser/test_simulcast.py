@@ -123,8 +123,8 @@ async def test_capped_subscriber_gets_a_low_layer_and_recovers(
         try:
             publisher = await publisher_browser.new_page()
             await publisher.goto(f"{server.base_url}{base}&name=Bedside")
-            await publisher.wait_for_function("window.consilium.state === 'joined'")
-            await publisher.wait_for_function("window.consilium.publishedLayers.length > 0")
+            await publisher.wait_for_function("() => window.consilium.state === 'joined'")
+            await publisher.wait_for_function("() => window.consilium.publishedLayers.length > 0")
             layers = await publisher.evaluate("window.consilium.publishedLayers")
             assert layers == ["q", "h", "f"], "the 720p camera is published as three layers"
 
@@ -137,7 +137,7 @@ async def test_capped_subscriber_gets_a_low_layer_and_recovers(
                 # The fast page shows the debug overlay (the layer state the server pushes).
                 debug = "&debug=1" if name == "fast" else ""
                 await page.goto(f"{origin}{base}&name={name}&role=observer{debug}")
-                await page.wait_for_function("window.consilium.state === 'joined'")
+                await page.wait_for_function("() => window.consilium.state === 'joined'")
                 pages[name] = page
             watches = {name: Watch(name) for name in pages}
             t0 = time.monotonic()

@@ -269,7 +269,7 @@ async def test_dynacast_and_hidden_tiles(
             publisher = await open_page(
                 pub_browser, f"{server.base_url}/?room={room}&name=Bedside&role=bedside"
             )
-            await publisher.wait_for_function("window.consilium.publishedLayers.length > 0")
+            await publisher.wait_for_function("() => window.consilium.publishedLayers.length > 0")
             assert await publisher.evaluate("window.consilium.publishedLayers") == ["q", "h", "f"]
             pub_id = await publisher.evaluate("window.consilium.self.id")
             subscriber = await open_page(
@@ -468,7 +468,7 @@ async def test_h264_simulcast(
             )
             if not has_h264:
                 pytest.skip("this chromium build has no H264 encoder")
-            await publisher.wait_for_function("window.consilium.publishedLayers.length > 0")
+            await publisher.wait_for_function("() => window.consilium.publishedLayers.length > 0")
             assert await publisher.evaluate("window.consilium.publishedLayers") == ["q", "h", "f"]
             pub_id = await publisher.evaluate("window.consilium.self.id")
             subscriber = await open_page(
