@@ -445,7 +445,9 @@ async function handleMessage(msg) {
     case 'role-changed': return onRoleChanged(msg);
     case 'consultation-ended':
       consilium.endedBy = msg.by || null;
-      return undefined;
+      // Everyone hears this first; the server's per-person teardown (and `removed`) follows
+      // and can take a while in a busy room, so the page shows the end at once.
+      return onRemoved({ reason: 'consultation-ended' });
     case 'pong': return undefined;
     case 'publisher-layers': return onPublisherLayers(msg);
     case 'recording': return applyRecording(msg);
@@ -536,6 +538,7 @@ function onServerError(msg) {
 }
 
 function onRemoved(msg) {
+  if (consilium.state === 'left') return; // `removed` after `consultation-ended`: shown already
   intentionalClose = true;
   const text = REMOVED_MESSAGES[msg.reason] || `You were removed from the consultation (${msg.reason}).`;
   teardownMedia();

@@ -252,7 +252,11 @@ async def test_refused_resume_falls_back_to_a_full_rejoin(browser: Any, server: 
             timeout=JOIN_TIMEOUT_MS,
         )
         assert await bob.evaluate("() => window.consilium.resumes") == 0
-        # A new session: new publishing and subscribing connections, media flows again.
+        # A new session: new publishing and subscribing connections (the subscribing one comes
+        # with the server's first offer, which may follow joined), media flows again.
+        await bob.wait_for_function(
+            "() => window.consilium.peerConnectionsCreated >= 4", timeout=JOIN_TIMEOUT_MS
+        )
         assert await bob.evaluate("() => window.consilium.peerConnectionsCreated") == 4
         await _video_advances(bob, alice_id)
         await _video_advances(alice, bob_id)
