@@ -112,6 +112,17 @@ async def _id(page: Any) -> str:
     return str(await page.evaluate("() => window.consilium.self.id"))
 
 
+async def _wait_left(page: Any) -> None:
+    """Until the page has left the call. Asked from here, not with an in-page poller: under
+    load, a poller installed while the page tears its call down has missed the change."""
+    for _ in range(UI_TIMEOUT_MS // 250):
+        if await page.evaluate("() => window.consilium.state") == "left":
+            return
+        await asyncio.sleep(0.25)
+    state = await page.evaluate("() => [window.consilium.state, window.consilium.error]")
+    assert state[0] == "left", f"page still {state}; console: {page.consilium_console[-10:]}"
+
+
 def _tile(pid: str) -> str:
     return f'.tile[data-participant-id="{pid}"]'
 
@@ -169,7 +180,7 @@ async def test_host_mutes_removes_and_ends(shared_browser: Any, server: Server) 
     await host.click(f"{_tile(guest_id)} .host-remove")
     await host.wait_for_selector("#confirm-dialog[open]")
     await host.click("#confirm-ok")
-    await guest.wait_for_function("() => window.consilium.state === 'left'", timeout=UI_TIMEOUT_MS)
+    await _wait_left(guest)
     assert "host removed you" in (await guest.inner_text("#error")).lower()
     assert not await guest.is_visible("#rejoin")
     await host.wait_for_selector(_tile(guest_id), state="detached", timeout=UI_TIMEOUT_MS)
@@ -182,9 +193,7 @@ async def test_host_mutes_removes_and_ends(shared_browser: Any, server: Server) 
     await host.click("#btn-end")
     await host.click("#confirm-ok")
     for page in (host, nurse):
-        await page.wait_for_function(
-            "() => window.consilium.state === 'left'", timeout=UI_TIMEOUT_MS
-        )
+        await _wait_left(page)
         assert "ended the consultation" in (await page.inner_text("#error")).lower()
         assert "has ended" in (await page.inner_text("#left-title")).lower()
 
